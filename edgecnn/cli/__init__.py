@@ -1,0 +1,45 @@
+"""The `edgecnn` command: thin. Each subcommand parses, calls one library function, prints, and exits
+through ``main``'s one error path (one line on stderr, exit code from the error type, no traceback)."""
+from __future__ import annotations
+
+import os
+import sys
+
+from edgecnn.cli.app import app, console_err
+
+# Importing the command modules registers their commands on ``app``.
+from edgecnn.cli import convert_cmd, run_cmd, bench_cmd, inspect_cmd  # noqa: E402,F401
+
+
+def main(argv: list[str] | None = None) -> int:
+    import click
+
+    from edgecnn.errors import EdgecnnError
+
+    try:
+        result = app.main(args=argv if argv is not None else sys.argv[1:], prog_name="edgecnn",
+                              standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+    except EdgecnnError as exc:
+        console_err.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        console_err.print("interrupted")
+        code = 130
+    except click.ClickException as exc:
+        console_err.print(f"[bold red]error:[/] {exc.format_message()}", highlight=False, soft_wrap=True)
+        code = 2
+    except KeyboardInterrupt:
+        console_err.print("interrupted")
+        code = 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        if os.environ.get("EDGECNN_DEBUG"):
+            raise
+        console_err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
+                          "(set EDGECNN_DEBUG=1 for the traceback and please report it)", highlight=False, soft_wrap=True)
+        code = 70
+    return code
+
+
+def run() -> None:
+    sys.exit(main())

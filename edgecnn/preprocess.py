@@ -1,0 +1,190 @@
+"""Pre- and post-processing, the one implementation shared by conversion, verification and runners.
+
+Pure numpy except resizing and colour conversion, which use OpenCV (imported when first needed).
+Images enter as uint8 arrays: H x W (grey) or H x W x 3 in the ``source_color`` order (frames from
+OpenCV are BGR; images loaded by edgecnn.data are RGB). The uint8 -> model-input map is elementwise
+over 256 values per channel, so it is a lookup table: one pass whether the model wants float32 or int8.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from edgecnn.errors import DataError
+from edgecnn.manifest import ColorOrder, OutputKind, Preprocessing, ResizeMode, TensorSpec
+
+_QRANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
+
+
+def _cv2():
+    try:
+        import cv2  # noqa: PLC0415 - heavy, optional on the core path
+    except ImportError:
+        from edgecnn.errors import RuntimeMissingError
+
+        raise RuntimeMissingError("OpenCV is needed to resize images", "pip install 'edgecnn[device]'") from None
+    return cv2
+
+
+def convert_color(image: np.ndarray, source: ColorOrder, target: ColorOrder) -> np.ndarray:
+    """Return ``image`` (uint8) in ``target`` colour order with an explicit channel axis."""
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        gray = image
+        if target == ColorOrder.GRAY:
+            return gray[:, :, None]
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise DataError(f"image of shape {image.shape} is neither grey nor colour")
+    if image.shape[2] == 4:
+        image = image[:, :, :3]
+    if target == ColorOrder.GRAY:
+        cv2 = _cv2()
+        code = cv2.COLOR_BGR2GRAY if source == ColorOrder.BGR else cv2.COLOR_RGB2GRAY
+        return cv2.cvtColor(np.ascontiguousarray(image), code)[:, :, None]
+    if source == target or source == ColorOrder.GRAY:
+        return image
+    return image[:, :, ::-1]
+
+
+def resize_image(image: np.ndarray, height: int, width: int, mode: ResizeMode) -> np.ndarray:
+    """Resize (H, W, C) uint8 to (height, width, C). INTER_AREA when shrinking, as training pipelines do."""
+    h, w = image.shape[:2]
+    if (h, w) == (height, width):
+        return image
+    cv2 = _cv2()
+    channels = image.shape[2]
+    if mode == ResizeMode.CENTER_CROP:
+        target_ratio = width / height
+        if w / h > target_ratio:
+            new_w = max(1, round(h * target_ratio))
+            x0 = (w - new_w) // 2
+            image = image[:, x0:x0 + new_w]
+        else:
+            new_h = max(1, round(w / target_ratio))
+            y0 = (h - new_h) // 2
+            image = image[y0:y0 + new_h]
+        h, w = image.shape[:2]
+    if mode == ResizeMode.LETTERBOX:
+        ratio = min(height / h, width / w)
+        new_h, new_w = max(1, round(h * ratio)), max(1, round(w * ratio))
+        inner = _cv2_resize(cv2, image, new_h, new_w)
+        canvas = np.zeros((height, width, channels), dtype=image.dtype)
+        y0, x0 = (height - new_h) // 2, (width - new_w) // 2
+        canvas[y0:y0 + new_h, x0:x0 + new_w] = inner.reshape(new_h, new_w, channels)
+        return canvas
+    return _cv2_resize(cv2, image, height, width).reshape(height, width, channels)
+
+
+def _cv2_resize(cv2, image: np.ndarray, height: int, width: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    interp = cv2.INTER_AREA if height < h or width < w else cv2.INTER_LINEAR
+    return cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=interp)
+
+
+def prepare_pixels(image: np.ndarray, prep: Preprocessing, source_color: ColorOrder = ColorOrder.RGB) -> np.ndarray:
+    """Geometry and colour only: a raw uint8 image -> (H, W, C) uint8 in the model's colour order."""
+    if image.dtype != np.uint8:
+        raise DataError(f"image dtype is {image.dtype}, expected uint8 pixels",
+                        "convert 16-bit or float images to 8-bit first")
+    if image.size == 0:
+        raise DataError("image is empty (0 pixels)")
+    colored = convert_color(image, ColorOrder(source_color), prep.color)
+    return resize_image(colored, prep.height, prep.width, prep.resize)
+
+
+def prepare_batch(images: Sequence[np.ndarray] | np.ndarray, prep: Preprocessing,
+                  source_color: ColorOrder = ColorOrder.RGB) -> np.ndarray:
+    """Raw uint8 images -> (N, H, W, C) uint8 pixels, ready for an InputEncoder."""
+    if isinstance(images, np.ndarray) and images.ndim >= 3 and images.shape[1:3] == (prep.height, prep.width) \
+            and _channels(images) == prep.channels and source_color in (prep.color, ColorOrder.GRAY) \
+            and images.dtype == np.uint8:
+        return images.reshape(images.shape[0], prep.height, prep.width, prep.channels)
+    return np.stack([prepare_pixels(img, prep, source_color) for img in images])
+
+
+def _channels(images: np.ndarray) -> int:
+    return 1 if images.ndim == 3 else images.shape[3]
+
+
+def _float_table(prep: Preprocessing) -> np.ndarray:
+    """(C, 256) float64: the model's float input for each channel and pixel value."""
+    values = np.arange(256, dtype=np.float64)
+    if prep.invert:
+        values = 255.0 - values
+    mean = np.broadcast_to(np.asarray(prep.mean, dtype=np.float64), (prep.channels,))
+    std = np.broadcast_to(np.asarray(prep.std, dtype=np.float64), (prep.channels,))
+    return (values[None, :] * prep.scale - mean[:, None]) / std[:, None]
+
+
+def quantize(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """Float -> the tensor's integer dtype with its scale and zero point (round half away from zero, as TFLite)."""
+    lo, hi = _QRANGE[spec.dtype]
+    scaled = np.asarray(x, dtype=np.float64) / spec.scale + spec.zero_point
+    q = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)
+    return np.clip(q, lo, hi).astype(spec.dtype)
+
+
+def dequantize(q: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    if not spec.quantized:
+        return np.asarray(q, dtype=np.float32)
+    return ((q.astype(np.float32) - spec.zero_point) * spec.scale).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class InputEncoder:
+    """uint8 pixels (N, H, W, C) -> the model input tensor (float32/float16/int8/uint8) in one table lookup."""
+
+    prep: Preprocessing
+    spec: TensorSpec
+    table: np.ndarray  # (C, 256) of spec.dtype
+
+    @classmethod
+    def build(cls, prep: Preprocessing, spec: TensorSpec) -> "InputEncoder":
+        floats = _float_table(prep)
+        table = quantize(floats, spec) if spec.quantized else floats.astype(spec.dtype)
+        return cls(prep=prep, spec=spec, table=table)
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        if pixels.dtype != np.uint8:
+            raise DataError(f"pixels dtype is {pixels.dtype}, expected uint8")
+        if self.table.shape[0] == 1 or not np.any(self.table != self.table[:1]):
+            out = self.table[0][pixels]
+        else:
+            out = self.table[np.arange(self.table.shape[0]), pixels]
+        if self.prep.flatten:
+            out = out.reshape(out.shape[0], -1)
+        return out
+
+
+def to_float(pixels: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """uint8 pixels -> float32 model input: exactly what the float (Keras) model is fed."""
+    spec = TensorSpec(name="input", shape=(), dtype="float32")
+    return InputEncoder.build(prep, spec)(pixels)
+
+
+def encode_float(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """Already-preprocessed float input -> the tensor's dtype (for .npy data given as floats)."""
+    return quantize(x, spec) if spec.quantized else np.asarray(x, dtype=spec.dtype)
+
+
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    shifted = logits - np.max(logits, axis=axis, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / np.sum(exp, axis=axis, keepdims=True)
+
+
+def decode_output(raw: np.ndarray, spec: TensorSpec, kind: OutputKind = OutputKind.PROBABILITIES) -> np.ndarray:
+    """Raw output tensor -> float32 class scores (probabilities when the model ends in softmax or kind is logits)."""
+    scores = dequantize(np.asarray(raw), spec).reshape(np.asarray(raw).shape[0], -1)
+    return softmax(scores).astype(np.float32) if kind == OutputKind.LOGITS else scores
+
+
+def top_k(scores: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """The k best (class index, score) of one score vector, best first; ties broken by lower index."""
+    k = max(1, min(k, scores.shape[-1]))
+    order = np.argsort(-scores, kind="stable")[:k]
+    return [(int(i), float(scores[i])) for i in order]
