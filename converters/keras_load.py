@@ -77,7 +77,7 @@ def load_model(path: str | Path, unsafe: bool = False) -> LoadedModel:
                              "give a .keras file, a .h5 file or a SavedModel folder")
     if not unsafe:
         _refuse_lambda(config, path)
-    return _load_keras(path, unsafe, "keras" if suffix in KERAS_SUFFIXES else "h5")
+    return _load_keras(path, unsafe, "keras" if suffix in KERAS_SUFFIXES else "h5", config)
 
 
 def _keras_zip_config(path: Path) -> dict[str, Any]:
@@ -137,12 +137,12 @@ def _refuse_lambda(config: dict[str, Any], path: Path) -> None:
                                    "refused under safe mode; pass --unsafe only if you trust this file")
 
 
-def _load_keras(path: Path, unsafe: bool, kind: str) -> LoadedModel:
+def _load_keras(path: Path, unsafe: bool, kind: str, config: dict[str, Any]) -> LoadedModel:
     keras = _import_keras()
     try:
         model = keras.models.load_model(str(path), compile=False, safe_mode=not unsafe)
     except (TypeError, ValueError) as exc:
-        raise _explain_keras_error(path, exc) from None
+        raise _explain_keras_error(path, exc, config) from None
     except (OSError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise ModelLoadError(f"cannot load {path} ({type(exc).__name__}: {_first_line(exc)})",
                              "the file may be truncated or not a Keras model") from None
@@ -153,8 +153,24 @@ def _load_keras(path: Path, unsafe: bool, kind: str) -> LoadedModel:
                        keras_model=model, layer_classes=tuple(type(layer).__name__ for layer in _all_layers(model)))
 
 
-def _explain_keras_error(path: Path, exc: Exception) -> ModelLoadError:
+def _custom_layers(config: dict[str, Any]) -> list[str]:
+    """'name (class)' of layers whose class is registered outside Keras (package>Class) or from another module."""
+    found = []
+    for layer in _walk_layers(config):
+        registered = str(layer.get("registered_name") or "")
+        module = str(layer.get("module") or "keras")
+        if ">" in registered or not module.startswith(("keras", "tf_keras", "tensorflow")):
+            name = (layer.get("config") or {}).get("name", "?") if isinstance(layer.get("config"), dict) else "?"
+            found.append(f"'{name}' ({registered or layer.get('class_name')})")
+    return found
+
+
+def _explain_keras_error(path: Path, exc: Exception, config: dict[str, Any]) -> ModelLoadError:
     text = _first_line(exc)
+    custom = _custom_layers(config)
+    if custom:
+        return ModelLoadError(f"{path} uses custom layer {', '.join(custom[:3])} that Keras cannot rebuild",
+                              "edgecnn converts models made of built-in Keras layers")
     if "safe_mode" in str(exc) or "lambda" in text.lower():
         return UnsafeModelError(f"{path} needs code execution to load ({text})",
                                 "refused under safe mode; pass --unsafe only if you trust this file")

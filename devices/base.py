@@ -22,6 +22,7 @@ class RunnerOptions:
     device: Optional[str] = None          # Edge TPU selector ("usb:0", "pci:0"), CUDA device id for gpu
     allow_cpu_fallback: bool = False      # gpu/edgetpu: run anyway when the accelerator is not really used
     use_xnnpack: bool = True
+    probe: bool = True                    # load untrusted model files in a child process first (devices/modelcheck.py)
     extra: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
 
 

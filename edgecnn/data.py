@@ -144,37 +144,55 @@ def _read_image(path: Path) -> np.ndarray:
 
 
 def _load_arrays(path: Path) -> Dataset:
+    """A .npy or .npz file, whatever its suffix says (np.load tells them apart by content)."""
     try:
-        if path.suffix.lower() == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded as archive:
                 key_x = next((k for k in ("x", "images", "X", "x_test", "x_train") if k in archive), None)
                 if key_x is None:
-                    raise DataError(f"{path} has no 'x' or 'images' array (it has {', '.join(archive.files)})",
+                    raise DataError(f"{path} has no 'x' or 'images' array (it has {', '.join(archive.files) or 'none'})",
                                     "save images as x=... and labels as y=...")
                 key_y = next((k for k in ("y", "labels", "Y", "y_test", "y_train") if k in archive), None)
                 images = archive[key_x]
                 labels = archive[key_y] if key_y else None
         else:
-            images, labels = np.load(path, allow_pickle=False), None
+            images, labels = loaded, None
     except DataError:
         raise
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"cannot read array file {path} ({exc})", "save it with numpy.save / numpy.savez") from None
+    except (ValueError, OSError, EOFError, KeyError, TypeError) as exc:
+        raise DataError(f"cannot read array file {path} ({type(exc).__name__}: {exc})",
+                        "save it with numpy.save / numpy.savez") from None
+    if not isinstance(images, np.ndarray):
+        raise DataError(f"array file {path} holds no array", "save it with numpy.save / numpy.savez")
     return _dataset_from_arrays(images, labels, str(path))
+
+
+def _labels_from_array(labels: np.ndarray, count: int, source: str) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "uifb" or labels.ndim not in (1, 2):
+        raise DataError(f"labels in {source} have dtype {labels.dtype} and shape {labels.shape}",
+                        "give integer class indices (N,) or one-hot labels (N, classes)")
+    if labels.ndim == 2:  # one-hot
+        labels = labels.argmax(axis=1)
+    if labels.shape[0] != count:
+        raise DataError(f"{source} has {count} images but {labels.shape[0]} labels")
+    if labels.dtype.kind == "f" and not (np.all(np.isfinite(labels)) and np.all(labels == np.round(labels))):
+        raise DataError(f"labels in {source} are not whole numbers (NaN, infinite or fractional)",
+                        "give integer class indices")
+    if labels.size and labels.min() < 0:
+        raise DataError(f"labels in {source} contain negative class index {labels.min()}",
+                        "give class indices 0..classes-1")
+    return labels.astype(np.int64)
 
 
 def _dataset_from_arrays(images: np.ndarray, labels: Optional[np.ndarray], source: str) -> Dataset:
     if images.dtype.kind not in "uif":
         raise DataError(f"array in {source} has dtype {images.dtype}", "use uint8 images or float32 model input")
-    if images.ndim < 2 or images.shape[0] == 0:
+    if images.ndim < 2 or images.size == 0:
         raise DataError(f"array in {source} has shape {images.shape}", "expected (N, H, W[, C]) images")
     if labels is not None:
-        labels = np.asarray(labels)
-        if labels.ndim == 2:  # one-hot
-            labels = labels.argmax(axis=1)
-        if labels.shape[0] != images.shape[0]:
-            raise DataError(f"{source} has {images.shape[0]} images but {labels.shape[0]} labels")
-        labels = labels.astype(np.int64)
+        labels = _labels_from_array(labels, images.shape[0], source)
     if images.dtype.kind == "f":
         if not np.all(np.isfinite(images)):
             raise DataError(f"array in {source} contains NaN or infinite values", "clean the data first")

@@ -5,6 +5,12 @@ with ``exit_code`` (2 for bad input, 1 for a result that failed a check the user
 """
 from __future__ import annotations
 
+import re
+
+
+def _single_line(text: object) -> str:
+    return re.sub(r"\s*[\r\n]+\s*", " ", str(text)).strip()
+
 
 class EdgecnnError(Exception):
     """Base of every error the CLI reports as one line, without a traceback."""
@@ -12,8 +18,9 @@ class EdgecnnError(Exception):
     exit_code = 2
 
     def __init__(self, message: str, hint: str = "") -> None:
-        self.message = message.rstrip(".")
-        self.hint = hint.rstrip(".")
+        # One line, whatever the caller passed (exception texts from libraries can span lines).
+        self.message = _single_line(message).rstrip(".")
+        self.hint = _single_line(hint).rstrip(".")
         super().__init__(self.one_line())
 
     def one_line(self) -> str:

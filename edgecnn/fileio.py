@@ -51,30 +51,100 @@ def atomic_path(final: Path) -> Iterator[Path]:
 
     Works for files and directories (a SavedModel). The rename is atomic on one filesystem, so a
     reader sees the old output or the new one, never a partial one, even if the process is killed.
+    A directory replacing a directory is swapped in one step (Linux renameat2 RENAME_EXCHANGE) where
+    the kernel allows, so the old one is never absent; elsewhere it is moved aside for an instant.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputPathError(f"cannot create output folder {final.parent} ({exc.strerror or exc})",
+                              "choose a writable folder with --out") from None
+    _remove_stale_partials(final)
     tmp = final.parent / f".{final.name}.partial-{os.getpid()}"
     _remove(tmp)
     try:
         yield tmp
-        if final.is_dir() and tmp.is_dir():
-            old = final.parent / f".{final.name}.old-{os.getpid()}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            _remove(old)
-        else:
-            os.replace(tmp, final)
+        if not tmp.exists():
+            raise OutputPathError(f"nothing was written for {final}", "the writer produced no output")
+        try:
+            _replace(tmp, final)
+        except OSError as exc:
+            raise OutputPathError(f"cannot move the finished output into place at {final} ({exc.strerror or exc})",
+                                  "check that the path is writable and not of another kind (file vs folder)") from None
+        _fsync_dir(final.parent)
     finally:
         _remove(tmp)
 
 
+def _replace(tmp: Path, final: Path) -> None:
+    if final.is_dir() and not final.is_symlink() and tmp.is_dir():
+        if _exchange(tmp, final):
+            return  # tmp now holds the old directory; the caller removes it
+        old = final.parent / f".{final.name}.old-{os.getpid()}"
+        _remove(old)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        _remove(old)
+    else:
+        os.replace(tmp, final)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux >= 3.15, glibc >= 2.28); False where unsupported."""
+    if not hasattr(os, "uname") or os.uname().sysname != "Linux":
+        return False
+    try:
+        import ctypes  # noqa: PLC0415
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return result == 0
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename durable (power loss after return keeps the new output)."""
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _remove_stale_partials(final: Path) -> None:
+    """Remove ``.NAME.partial-PID`` left by a killed writer whose process is gone."""
+    with contextlib.suppress(OSError):
+        for leftover in final.parent.glob(f".{final.name}.partial-*"):
+            pid = leftover.name.rpartition("-")[2]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                _remove(leftover)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
 def write_bytes_atomic(final: Path, data: bytes) -> None:
     with atomic_path(final) as tmp:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            raise OutputPathError(f"cannot write {final} ({exc.strerror or exc})",
+                                  "choose a writable folder with enough space") from None
 
 
 def write_text_atomic(final: Path, text: str) -> None:

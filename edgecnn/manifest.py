@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -160,30 +161,32 @@ class Manifest:
         if not isinstance(raw, dict):
             raise ManifestError("manifest is not a JSON object")
         version = raw.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if isinstance(version, bool) or version != SCHEMA_VERSION:
             raise ManifestError(f"manifest schema_version {version!r} is not supported",
                                 f"this edgecnn reads version {SCHEMA_VERSION}; re-run edgecnn convert")
         try:
-            prep = raw["preprocessing"]
+            _known_fields(raw, cls, "manifest")
+            prep = _known_fields(_object(raw["preprocessing"], "preprocessing"), Preprocessing, "preprocessing")
             manifest = cls(
-                model_name=str(raw["model_name"]),
-                source_sha256=str(raw["source_sha256"]),
-                input_shape=_int_tuple(raw["input_shape"]),
+                model_name=_text(raw["model_name"], "model_name"),
+                source_sha256=_text(raw["source_sha256"], "source_sha256"),
+                input_shape=_int_tuple(raw["input_shape"], "input_shape"),
                 preprocessing=Preprocessing(
-                    height=int(prep["height"]), width=int(prep["width"]),
+                    height=_int(prep["height"], "height"), width=_int(prep["width"], "width"),
                     color=ColorOrder(prep.get("color", "rgb")), resize=ResizeMode(prep.get("resize", "stretch")),
-                    scale=float(prep.get("scale", 1 / 255)),
-                    mean=tuple(float(v) for v in prep.get("mean", (0.0,))),
-                    std=tuple(float(v) for v in prep.get("std", (1.0,))),
-                    invert=bool(prep.get("invert", False)), flatten=bool(prep.get("flatten", False))),
-                labels=tuple(str(label) for label in raw["labels"]),
+                    scale=_float(prep.get("scale", 1 / 255), "scale"),
+                    mean=tuple(_float(v, "mean") for v in _array(prep.get("mean", [0.0]), "mean")),
+                    std=tuple(_float(v, "std") for v in _array(prep.get("std", [1.0]), "std")),
+                    invert=_bool(prep.get("invert", False), "invert"),
+                    flatten=_bool(prep.get("flatten", False), "flatten")),
+                labels=tuple(_text(label, "label") for label in _array(raw["labels"], "labels")),
                 output_kind=OutputKind(raw.get("output_kind", "probabilities")),
-                artifacts=tuple(_artifact_from_dict(a) for a in raw.get("artifacts", [])),
-                versions={str(k): str(v) for k, v in dict(raw.get("versions", {})).items()},
-                calibration=dict(raw.get("calibration", {})),
-                created=str(raw.get("created", "")),
+                artifacts=tuple(_artifact_from_dict(a) for a in _array(raw.get("artifacts", []), "artifacts")),
+                versions={str(k): _text(v, "version") for k, v in _object(raw.get("versions", {}), "versions").items()},
+                calibration=dict(_object(raw.get("calibration", {}), "calibration")),
+                created=_text(raw.get("created", ""), "created"),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ManifestError(f"manifest is malformed ({type(exc).__name__}: {exc})",
                                 "re-run edgecnn convert to write a new one") from None
         manifest.validate()
@@ -193,13 +196,15 @@ class Manifest:
     def read(cls, path: Path) -> "Manifest":
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_bytes()
         except OSError as exc:
             raise ManifestError(f"cannot read manifest {path} ({exc.strerror or exc})") from None
         try:
             raw = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ManifestError(f"manifest {path} is not valid JSON ({exc})") from None
+        except RecursionError:
+            raise ManifestError(f"manifest {path} is nested too deeply to be a manifest") from None
         return cls.from_dict(raw)
 
 
@@ -209,24 +214,90 @@ def find_manifest(model_path: Path) -> Optional[Path]:
     return candidate if candidate.is_file() else None
 
 
-def _artifact_from_dict(raw: dict[str, Any]) -> ArtifactEntry:
+def _artifact_from_dict(raw: Any) -> ArtifactEntry:
+    raw = _known_fields(_object(raw, "artifact"), ArtifactEntry, "artifact")
     verification = raw.get("verification")
     return ArtifactEntry(
-        name=str(raw["name"]), file=str(raw["file"]), size_bytes=int(raw["size_bytes"]), sha256=str(raw["sha256"]),
+        name=_text(raw["name"], "artifact name"), file=_text(raw["file"], "artifact file"),
+        size_bytes=_int(raw["size_bytes"], "size_bytes"), sha256=_text(raw["sha256"], "sha256"),
         input=_tensor_from_dict(raw["input"]), output=_tensor_from_dict(raw["output"]),
-        precision=str(raw.get("precision", "fp32")),
-        verification=Verification(**verification) if verification else None,
-        notes=tuple(str(n) for n in raw.get("notes", ())),
+        precision=_text(raw.get("precision", "fp32"), "precision"),
+        verification=_verification_from_dict(verification) if verification is not None else None,
+        notes=tuple(_text(n, "note") for n in _array(raw.get("notes", []), "notes")),
     )
 
 
-def _tensor_from_dict(raw: dict[str, Any]) -> TensorSpec:
-    return TensorSpec(name=str(raw["name"]), shape=_int_tuple(raw["shape"]), dtype=str(raw["dtype"]),
-                      scale=float(raw.get("scale", 0.0)), zero_point=int(raw.get("zero_point", 0)))
+def _verification_from_dict(raw: Any) -> Verification:
+    raw = _object(raw, "verification")
+    optional = ("keras_accuracy", "accuracy", "drop_pp")
+    _known_fields(raw, Verification, "verification")
+    return Verification(
+        samples=_int(raw["samples"], "samples"), data=_text(raw["data"], "data"),
+        agreement=_float(raw["agreement"], "agreement"), max_abs_diff=_float(raw["max_abs_diff"], "max_abs_diff"),
+        mean_abs_diff=_float(raw["mean_abs_diff"], "mean_abs_diff"),
+        **{k: (None if raw.get(k) is None else _float(raw[k], k)) for k in optional})
 
 
-def _int_tuple(values: Any) -> tuple[int, ...]:
-    return tuple(int(v) for v in values)
+def _tensor_from_dict(raw: Any) -> TensorSpec:
+    raw = _known_fields(_object(raw, "tensor"), TensorSpec, "tensor")
+    return TensorSpec(name=_text(raw["name"], "tensor name"), shape=_int_tuple(raw["shape"], "tensor shape"),
+                      dtype=_text(raw["dtype"], "dtype"), scale=_float(raw.get("scale", 0.0), "tensor scale"),
+                      zero_point=_int(raw.get("zero_point", 0), "zero_point"))
+
+
+# Strict JSON field parsers: a manifest is data, so a wrong type is an error, never coerced
+# (``bool("false")`` is True, ``tuple("28")`` is ('2', '8')).
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"{what} must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def _known_fields(raw: dict[str, Any], kind: type, what: str) -> dict[str, Any]:
+    """Refuse keys this schema version does not define (a typo, or content that is not ours)."""
+    unknown = sorted(str(k) for k in set(raw) - {f.name for f in dataclasses.fields(kind)})
+    if unknown:
+        shown = ", ".join(repr(k[:40]) for k in unknown[:5])
+        raise ValueError(f"{what} has unknown field(s) {shown}")
+    return raw
+
+
+def _array(value: Any, what: str) -> list[Any]:
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{what} must be a JSON array, not {type(value).__name__}")
+    return list(value)
+
+
+def _text(value: Any, what: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise TypeError(f"{what} must be a string, not {type(value).__name__}")
+    return str(value)
+
+
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be an integer, not {type(value).__name__}")
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        raise ValueError(f"{what} must be an integer, not {value}")
+    return int(value)
+
+
+def _float(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be a number, not {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be finite, not {value}")
+    return float(value)
+
+
+def _bool(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{what} must be true or false, not {value!r}"[:120])
+    return value
+
+
+def _int_tuple(values: Any, what: str = "shape") -> tuple[int, ...]:
+    return tuple(_int(v, what) for v in _array(values, what))
 
 
 def _to_jsonable(obj: Any) -> Any:

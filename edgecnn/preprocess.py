@@ -103,6 +103,8 @@ def prepare_batch(images: Sequence[np.ndarray] | np.ndarray, prep: Preprocessing
             and _channels(images) == prep.channels and source_color in (prep.color, ColorOrder.GRAY) \
             and images.dtype == np.uint8:
         return images.reshape(images.shape[0], prep.height, prep.width, prep.channels)
+    if len(images) == 0:
+        raise DataError("no images to preprocess (an empty batch)", "give at least one image")
     return np.stack([prepare_pixels(img, prep, source_color) for img in images])
 
 
@@ -154,6 +156,9 @@ class InputEncoder:
         if self.table.shape[0] == 1 or not np.any(self.table != self.table[:1]):
             out = self.table[0][pixels]
         else:
+            if pixels.ndim == 0 or pixels.shape[-1] != self.table.shape[0]:
+                raise DataError(f"pixels of shape {pixels.shape} do not have {self.table.shape[0]} channels",
+                                "preprocess images with prepare_batch first")
             out = self.table[np.arange(self.table.shape[0]), pixels]
         if self.prep.flatten:
             out = out.reshape(out.shape[0], -1)

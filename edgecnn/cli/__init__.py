@@ -8,7 +8,7 @@ import sys
 from edgecnn.cli.app import app, console_err
 
 # Importing the command modules registers their commands on ``app``.
-from edgecnn.cli import convert_cmd, run_cmd, bench_cmd, inspect_cmd  # noqa: E402,F401
+from edgecnn.cli import convert_cmd, run_cmd, bench_cmd, inspect_cmd, doctor_cmd  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,168 @@
+"""Capture and inference overlap in `edgecnn run` (devices/live.py), measured.
+
+Three cases, on a video of real MNIST digits scaled to 224x224 (decoded by OpenCV):
+
+1. source slower than inference: the MNIST CNN int8 on the video paced at 25 FPS (--realtime): the run
+   must keep up with the source (FPS ~= 25, nothing dropped);
+2. inference slower than the source, file read as fast as inference takes frames (lossless): MobileNetV2
+   int8 224x224 (weights=None: timing only) on one LiteRT thread; throughput must be >= 90 % of
+   1 / (inference time), where inference time is the Classifier's per-frame time (preprocess + invoke +
+   postprocess) measured alone on the same frames with no capture at all;
+3. the same with a camera-like source faster than inference (a 200 FPS file, --realtime): frames are
+   dropped, not queued, and throughput is again compared with 1 / (inference time).
+
+For reference a serial loop (read, then classify, in one thread) shows what the overlap buys.
+
+    nice -n 5 .venv/bin/python benchmarks/live_overlap.py            # writes benchmarks/results/live_overlap.json
+
+The MobileNetV2 int8 model is converted once in a child process (TensorFlow stays out of the measured
+process) and cached under the edgecnn cache.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from edgecnn.devices.base import RunnerOptions  # noqa: E402
+from edgecnn.devices.classify import Classifier  # noqa: E402
+from edgecnn.devices.live import Display, RunOptions, run  # noqa: E402
+from edgecnn.devices.videofile import digit_frames, write_video  # noqa: E402
+from edgecnn.manifest import ColorOrder, Preprocessing  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+MOBILENET_PREP = Preprocessing(height=224, width=224, color=ColorOrder.RGB, scale=1 / 127.5, mean=(1.0,))
+
+CONVERT_MOBILENET = """
+import sys, numpy as np, tensorflow as tf
+from edgecnn.converters.zoo import mobilenet_v2
+model = mobilenet_v2()
+rng = np.random.default_rng(0)
+def representative():
+    for _ in range(16):
+        yield [rng.uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32)]
+conv = tf.lite.TFLiteConverter.from_keras_model(model)
+conv.optimizations = [tf.lite.Optimize.DEFAULT]
+conv.representative_dataset = representative
+conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+conv.inference_input_type = tf.int8
+conv.inference_output_type = tf.int8
+open(sys.argv[1], "wb").write(conv.convert())
+"""
+
+
+def mobilenet_int8() -> Path:
+    root = Path(os.environ.get("EDGECNN_CACHE") or Path.home() / ".cache" / "edgecnn") / "bench-live"
+    path = root / "mobilenet_v2-int8.tflite"
+    if not path.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / f".mobilenet_v2-int8.partial-{os.getpid()}.tflite"
+        subprocess.run([sys.executable, "-c", CONVERT_MOBILENET, str(tmp)], check=True, capture_output=True)
+        os.replace(tmp, path)
+    return path
+
+
+def mnist_int8() -> Path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "devices"))
+    from device_models import build_device_models  # noqa: PLC0415 - converts once, cached
+
+    return build_device_models().int8
+
+
+def classify_alone(classifier: Classifier, frames: np.ndarray, repeats: int) -> float:
+    """Seconds per frame of classify() alone (no capture), median of ``repeats`` passes over ``frames``."""
+    classifier.classify(frames[0])
+    passes = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for frame in frames:
+            classifier.classify(frame, ColorOrder.BGR)
+        passes.append((time.perf_counter() - start) / len(frames))
+    return float(np.median(passes))
+
+
+def serial_fps(classifier: Classifier, video: Path, limit: int) -> float:
+    import cv2  # noqa: PLC0415
+
+    cap = cv2.VideoCapture(str(video))
+    count, start = 0, time.perf_counter()
+    while count < limit:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        classifier.classify(frame, ColorOrder.BGR)
+        count += 1
+    cap.release()
+    return count / (time.perf_counter() - start)
+
+
+def live(model, video: Path, classifier, **options) -> dict:
+    summary = run(model, source=str(video), classifier=classifier, options=RunOptions(display=Display.HIDE, **options))
+    return {"frames": summary.frames, "seconds": summary.seconds, "fps": summary.fps, "captured": summary.captured,
+            "dropped": summary.dropped, "ended_by": summary.ended_by.value, "ms": summary.ms}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=150, help="frames per MobileNetV2 run")
+    parser.add_argument("--threads", type=int, default=1, help="LiteRT threads for MobileNetV2")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating measurement rounds")
+    parser.add_argument("--out", type=Path, default=RESULTS / "live_overlap.json")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="live-overlap-"))
+    frames, _ = digit_frames(max(args.frames, 100), size=224)
+    paced = write_video(frames[:100], work / "paced25.mkv", fps=25.0)
+    fast = write_video(frames[:100], work / "fast200.mkv", fps=200.0)
+    full = write_video(frames[:args.frames], work / "full.mkv", fps=25.0)
+    results: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                 "python": platform.python_version(), "load_avg_start": os.getloadavg()}}
+
+    mnist = mnist_int8()
+    with Classifier.open(mnist) as clf:
+        case = live(mnist, paced, clf, realtime=True)
+        case["source_fps"] = 25.0
+        case["keeps_up"] = case["dropped"] == 0 and case["fps"] >= 0.95 * 25.0
+        results["source_slower_mnist_int8_paced_25fps"] = case
+
+    model = mobilenet_int8()
+    rounds = []
+    with Classifier.open(model, options=RunnerOptions(threads=args.threads), prep=MOBILENET_PREP) as clf:
+        # The machine is shared: alternate the measurements and compare each run with the classify-alone
+        # time measured right before it, then report the median round.
+        for _ in range(args.rounds):
+            per_frame = classify_alone(clf, frames[:30], repeats=2)
+            ideal = 1.0 / per_frame
+            serial = serial_fps(clf, full, args.frames)
+            lossless = live(model, full, clf, max_frames=args.frames)
+            camera_like = live(model, fast, clf, realtime=True, loop=True, max_frames=args.frames)
+            rounds.append({"classify_alone_ms": round(per_frame * 1e3, 3), "ideal_fps": round(ideal, 2),
+                           "serial_fps": round(serial, 2), "serial_ratio": round(serial / ideal, 3),
+                           "lossless": lossless, "lossless_ratio": round(lossless["fps"] / ideal, 3),
+                           "camera_like": camera_like, "camera_like_ratio": round(camera_like["fps"] / ideal, 3)})
+    results["mobilenet_v2_int8_rounds"] = rounds
+    median = {key: float(np.median([r[key] for r in rounds]))
+              for key in ("classify_alone_ms", "ideal_fps", "serial_ratio", "lossless_ratio", "camera_like_ratio")}
+    median["camera_like_dropped"] = [r["camera_like"]["dropped"] for r in rounds]
+    median["threads"] = args.threads
+    results["mobilenet_v2_int8_median"] = median
+    results["machine"]["load_avg_end"] = os.getloadavg()
+    results["pass"] = bool(results["source_slower_mnist_int8_paced_25fps"]["keeps_up"]
+                           and median["lossless_ratio"] >= 0.9 and median["camera_like_ratio"] >= 0.9)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    return 0 if results["pass"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""A calibration audit: is this data fit to choose int8 ranges with?
+
+int8 accuracy collapses silently when calibration is done on a handful of samples, on samples of only a
+few classes, or on data in another range than the model was trained on (0-255 pixels fed to a model
+trained on 0-1, or the reverse). Each check gives a Finding; ``problems`` are those that must be fixed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+MIN_SAMPLES = 50           # fewer gives unstable ranges (the convert pipeline warns below this as well)
+RANGE_GROWTH = 0.05        # a layer range still widening by >5% over the last half of the samples is "moving"
+RANGE_FACTOR = 4.0         # data whose span is this many times wider or narrower than expected is mismatched
+MAX_PROBE_SAMPLES = 256
+
+
+class Level(str, Enum):
+    OK = "ok"
+    WARNING = "warning"
+    PROBLEM = "problem"
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str     # samples | classes | ranges-moving | input-range
+    level: Level
+    message: str
+
+
+@dataclass(frozen=True)
+class CalibrationAudit:
+    samples: int
+    findings: tuple[Finding, ...] = field(default=())
+    data_range: tuple[float, float] = (0.0, 0.0)
+    expected_range: Optional[tuple[float, float]] = None
+    range_growth: dict[str, float] = field(default_factory=dict)  # layer -> growth over the second half
+
+    @property
+    def problems(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.level == Level.PROBLEM)
+
+    def flagged(self, check: str) -> bool:
+        return any(f.check == check and f.level != Level.OK for f in self.findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        from edgecnn.manifest import _to_jsonable  # noqa: PLC0415
+
+        return _to_jsonable(self)
+
+
+def expected_input_range(prep: Any) -> tuple[float, float]:
+    """The float range the model is fed by ``prep`` (a manifest Preprocessing) from 0..255 pixels."""
+    from edgecnn.preprocess import _float_table  # noqa: PLC0415 - the one pixel -> float map
+
+    table = _float_table(prep)
+    return float(table.min()), float(table.max())
+
+
+def audit(inputs: np.ndarray, expected_range: Optional[tuple[float, float]] = None,
+          labels: Optional[np.ndarray] = None, num_classes: Optional[int] = None, model: Any = None) -> CalibrationAudit:
+    """Audit float model inputs (N, ...) meant for calibration. ``model``: a keras.Model to probe ranges."""
+    inputs = np.asarray(inputs, dtype=np.float32)
+    findings = [check_count(len(inputs))]
+    if labels is not None and num_classes:
+        findings.append(check_classes(np.asarray(labels), num_classes))
+    data_range = (float(inputs.min()), float(inputs.max())) if inputs.size else (0.0, 0.0)
+    if expected_range is not None:
+        findings.append(check_input_range(data_range, expected_range))
+    growth: dict[str, float] = {}
+    if model is not None and len(inputs) >= 2:
+        growth = range_growth(model, inputs[:MAX_PROBE_SAMPLES])
+        findings.append(check_growth(growth))
+    return CalibrationAudit(len(inputs), tuple(findings), data_range, expected_range, growth)
+
+
+def check_count(count: int) -> Finding:
+    if count <= 1:
+        return Finding("samples", Level.PROBLEM, f"{count} calibration sample(s): int8 ranges from one image fit that "
+                       f"image only; give a few hundred representative samples")
+    if count < MIN_SAMPLES:
+        return Finding("samples", Level.WARNING, f"only {count} calibration samples (fewer than {MIN_SAMPLES}): "
+                       "ranges may not cover real inputs")
+    return Finding("samples", Level.OK, f"{count} calibration samples")
+
+
+def check_classes(labels: np.ndarray, num_classes: int) -> Finding:
+    present = set(int(v) for v in np.unique(labels))
+    missing = [c for c in range(num_classes) if c not in present]
+    if not missing:
+        return Finding("classes", Level.OK, f"all {num_classes} classes present")
+    shown = ", ".join(str(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
+    level = Level.PROBLEM if len(missing) > num_classes // 2 else Level.WARNING
+    return Finding("classes", level, f"{len(missing)} of {num_classes} classes have no calibration sample ({shown})")
+
+
+def check_input_range(data: tuple[float, float], expected: tuple[float, float]) -> Finding:
+    """Flag data whose span is far wider or narrower than the model's input range (0-255 vs 0-1)."""
+    data_span, expected_span = data[1] - data[0], expected[1] - expected[0]
+    text = f"calibration data spans [{data[0]:.3g}, {data[1]:.3g}] but the model expects [{expected[0]:.3g}, {expected[1]:.3g}]"
+    if expected_span > 0 and data_span > RANGE_FACTOR * expected_span:
+        return Finding("input-range", Level.PROBLEM, f"{text}: raw pixels fed to a model trained on scaled input? "
+                       "preprocess the data the way training did (e.g. divide by 255)")
+    if expected_span > 0 and 0 < data_span < expected_span / RANGE_FACTOR:
+        return Finding("input-range", Level.PROBLEM, f"{text}: already-scaled data fed to a model trained on raw "
+                       "pixels? give the data in the model's range (e.g. 0-255)")
+    if data_span == 0:
+        return Finding("input-range", Level.PROBLEM, f"{text}: every value is the same (blank images?)")
+    return Finding("input-range", Level.OK, text)
+
+
+def range_growth(model: Any, inputs: np.ndarray) -> dict[str, float]:
+    """Per layer, how much its activation range (max - min) still grows over the second half of the samples."""
+    import keras  # noqa: PLC0415
+
+    layers = [layer for layer in model.layers if layer.output is not None]
+    probe = keras.Model(model.inputs, [layer.output for layer in layers])
+    half = max(1, len(inputs) // 2)
+    first = _ranges(probe(inputs[:half], training=False))
+    both = [(min(a[0], b[0]), max(a[1], b[1])) for a, b in zip(first, _ranges(probe(inputs[half:], training=False)))]
+    growth = {}
+    for layer, (lo1, hi1), (lo2, hi2) in zip(layers, first, both):
+        span = hi2 - lo2
+        growth[layer.name] = float((span - (hi1 - lo1)) / span) if span > 0 else 0.0
+    return growth
+
+
+def check_growth(growth: dict[str, float]) -> Finding:
+    moving = sorted(((g, name) for name, g in growth.items() if g > RANGE_GROWTH), reverse=True)
+    if not moving:
+        return Finding("ranges-moving", Level.OK, "activation ranges are stable over the second half of the samples")
+    worst = ", ".join(f"{name} +{g * 100:.0f}%" for g, name in moving[:3])
+    return Finding("ranges-moving", Level.WARNING, f"activation ranges still widen as samples are added ({worst}): "
+                   "too few samples; add more calibration data")
+
+
+def _ranges(outputs: Sequence[Any]) -> list[tuple[float, float]]:
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    return [(float(np.min(o)), float(np.max(o))) for o in (np.asarray(x) for x in outputs)]

@@ -1,0 +1,253 @@
+"""`edgecnn inspect`: which layers does int8 quantization hurt, and by how much.
+
+For every quantized activation tensor the int8 model is compared with the float computation on the
+calibration samples: TFLite through ``tf.lite.experimental.QuantizationDebugger`` (its NumericVerify debug
+model: each quantized op beside its float twin fed the same input), ONNX through ONNX Runtime's QDQ
+debugging helpers (the tensor before and after its QuantizeLinear/DequantizeLinear pair). Per tensor:
+
+* ``rmse/scale``: the debugger's own metric; about 0.29 for uniform rounding noise, far more is bad;
+* ``SQNR``: signal-to-quantization-noise ratio of the whole tensor, in dB;
+* ``channel SQNR``: the median over channels of the per-channel SQNR. A few outlier channels widen the
+  one per-tensor scale until every ordinary channel rounds to zero: the whole-tensor SQNR stays high
+  (the outliers dominate the power) while the median channel SQNR falls to about 0 dB. This is what
+  names a layer with activation outliers as the guilty one.
+
+Rows are ranked by ``harm_db = min(SQNR, channel SQNR)``, worst first. Each row also names the layers
+that must stay in float to keep that tensor unquantized (its producer and its consumers): that is the
+unit ``--fallback auto`` works with.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+
+from edgecnn.errors import DataError, UsageError
+
+SQNR_CAP_DB = 120.0  # an exact tensor (no rounding error at all) reports this instead of infinity
+DEFAULT_SAMPLES = 100
+
+
+class Family(str, Enum):
+    TFLITE = "tflite"
+    ONNX = "onnx"
+
+
+class Target(str, Enum):
+    EDGETPU = "edgetpu"
+
+
+@dataclass(frozen=True)
+class InspectOptions:
+    family: Family = Family.TFLITE
+    samples: int = DEFAULT_SAMPLES   # calibration samples the int8 model is compared on
+    top: int = 10                    # rows in the printed table
+    per_channel: bool = True         # per-channel weights, as the convert pipeline builds them
+    calib_method: str = "minmax"     # ONNX activation ranges
+
+
+@dataclass(frozen=True)
+class LayerError:
+    """The quantization error of one activation tensor, float vs int8, on the calibration samples."""
+
+    tensor: str
+    layer: str                       # the Keras layer that produces it
+    op: str                          # the runtime op (CONV_2D, Conv, ...)
+    rmse_scale: float
+    sqnr_db: float
+    channel_sqnr_db: float
+    float_min: float
+    float_max: float
+    scale: float
+    keep_float: tuple[str, ...] = ()  # layers to keep in float so this tensor is never quantized
+
+    @property
+    def harm_db(self) -> float:
+        return min(self.sqnr_db, self.channel_sqnr_db)
+
+
+@dataclass(frozen=True)
+class InspectResult:
+    family: Family
+    model_name: str
+    samples: int
+    layers: tuple[LayerError, ...]   # worst first
+    notes: tuple[str, ...] = ()
+    audit: Any = None                # edgecnn.converters.calib_audit.CalibrationAudit, when the CLI ran one
+    edgetpu: Any = None              # edgecnn.converters.edgetpu_check.EdgeTpuReport for --target edgetpu
+
+    @property
+    def worst(self) -> Optional[LayerError]:
+        return self.layers[0] if self.layers else None
+
+    def to_dict(self) -> dict[str, Any]:
+        from edgecnn.manifest import _to_jsonable  # noqa: PLC0415 - the one dataclass -> JSON walker
+
+        out = {"family": self.family.value, "model": self.model_name, "samples": self.samples,
+               "layers": [dict(_to_jsonable(row), harm_db=row.harm_db) for row in self.layers],
+               "notes": list(self.notes)}
+        if self.audit is not None:
+            out["calibration_audit"] = self.audit.to_dict()
+        if self.edgetpu is not None:
+            out["edgetpu"] = self.edgetpu.to_dict()
+        return out
+
+
+def inspect(model: Any, calib: Any, target: Optional[Target | str] = None,
+            options: InspectOptions = InspectOptions()) -> InspectResult:
+    """Per-layer int8 error of ``model`` (a LoadedModel, keras.Model or model path) on ``calib`` samples.
+
+    ``calib``: float32 model input (N, *input shape), or a ModelInputs. With ``target='edgetpu'`` the
+    model may also be a full-int8 .tflite file: the result then carries the Edge TPU readiness report.
+    """
+    if target is not None and Target(str(getattr(target, "value", target)).lower()) == Target.EDGETPU:
+        return _inspect_edgetpu(model, calib, options)
+    loaded = _as_loaded(model)
+    samples = calib_array(calib, loaded.input_shape)[: options.samples]
+    if options.family == Family.ONNX:
+        from edgecnn.converters.inspect_onnx import onnx_layer_errors  # noqa: PLC0415
+
+        rows, notes = onnx_layer_errors(loaded, samples, options)
+    else:
+        from edgecnn.converters.inspect_tflite import tflite_layer_errors  # noqa: PLC0415
+
+        rows, notes = tflite_layer_errors(loaded, samples, options)
+    return InspectResult(Family(options.family), loaded.name, len(samples), rank(rows), tuple(notes))
+
+
+def _inspect_edgetpu(model: Any, calib: Any, options: InspectOptions) -> InspectResult:
+    from edgecnn.converters.edgetpu_check import check_edgetpu  # noqa: PLC0415
+    from edgecnn.converters.edgetpu_compiler import compiler_ready_model  # noqa: PLC0415
+
+    path = str(getattr(model, "path", model))
+    if path.lower().endswith(".tflite"):
+        report = check_edgetpu(path)
+        return InspectResult(Family.TFLITE, _stem(path), 0, (), (), edgetpu=report)
+    loaded = _as_loaded(model)
+    samples = calib_array(calib, loaded.input_shape)[: options.samples]
+    ready = compiler_ready_model(loaded, samples)
+    report = check_edgetpu(ready)
+    return InspectResult(Family.TFLITE, loaded.name, len(samples), (), (f"compiler-ready model: {ready}",),
+                         edgetpu=report)
+
+
+def rank(rows: Iterable[LayerError]) -> tuple[LayerError, ...]:
+    """Worst first: lowest harm_db, ties broken by the larger rmse/scale."""
+    return tuple(sorted(rows, key=lambda r: (r.harm_db, -r.rmse_scale)))
+
+
+# -- metrics ---------------------------------------------------------------------------------------
+def tensor_metrics(floats: np.ndarray, dequant: np.ndarray, scale: float, channel_axis: int) -> dict[str, float]:
+    """rmse/scale, SQNR and median channel SQNR of one tensor; arrays are (N, ...) float."""
+    f = np.asarray(floats, dtype=np.float64)
+    d = np.asarray(dequant, dtype=np.float64)
+    err = (f - d) ** 2
+    axis = channel_axis % f.ndim
+    moved_f = np.moveaxis(f, axis, -1).reshape(-1, f.shape[axis]) if f.ndim > 1 else f.reshape(-1, 1)
+    moved_e = np.moveaxis(err, axis, -1).reshape(-1, f.shape[axis]) if f.ndim > 1 else err.reshape(-1, 1)
+    signal, noise = (moved_f ** 2).mean(axis=0), moved_e.mean(axis=0)
+    live = signal > 0
+    per_channel = [sqnr_db(s, n) for s, n in zip(signal[live], noise[live])]
+    return {"rmse_scale": float(math.sqrt(err.mean()) / scale) if scale > 0 else 0.0,
+            "sqnr_db": sqnr_db(float((f ** 2).sum()), float(err.sum())),
+            "channel_sqnr_db": float(np.median(per_channel)) if per_channel else SQNR_CAP_DB,
+            "float_min": float(f.min()) if f.size else 0.0, "float_max": float(f.max()) if f.size else 0.0}
+
+
+def sqnr_db(signal: float, noise: float) -> float:
+    if noise <= 0:
+        return SQNR_CAP_DB
+    if signal <= 0:
+        return 0.0
+    return float(min(SQNR_CAP_DB, 10.0 * math.log10(signal / noise)))
+
+
+# -- names -----------------------------------------------------------------------------------------
+def keras_layer_names(loaded: Any) -> tuple[str, ...]:
+    model = getattr(loaded, "keras_model", None)
+    if model is None:
+        return ()
+    names: list[str] = []
+    stack = list(getattr(model, "layers", []))
+    while stack:
+        layer = stack.pop(0)
+        names.append(layer.name)
+        stack.extend(getattr(layer, "layers", []))
+    return tuple(names)
+
+
+def layer_of(name: str, known: Sequence[str]) -> str:
+    """The Keras layer a TFLite tensor or ONNX node belongs to ("model_1/hidden_1/MatMul;..." -> "hidden")."""
+    first = name.split(";")[0]
+    parts = [p for p in first.split("/") if p and p != "StatefulPartitionedCall"]
+    known_set = set(known)
+    for part in parts[1:] + parts[:1]:
+        base = part.split(":")[0]
+        if base in known_set:
+            return base
+        trimmed = re.sub(r"_\d+$", "", base)
+        if trimmed in known_set:
+            return trimmed
+    if len(parts) >= 2:
+        return re.sub(r"_\d+$", "", parts[1].split(":")[0])
+    return parts[0].split(":")[0] if parts else name
+
+
+# -- data ------------------------------------------------------------------------------------------
+def calib_array(calib: Any, input_shape: tuple[int, ...]) -> np.ndarray:
+    """Calibration samples as float32 model input, checked against the model's input shape."""
+    array = getattr(calib, "inputs", calib)
+    if not isinstance(array, np.ndarray) or array.ndim == 0 or len(array) == 0:
+        raise DataError("inspect needs calibration samples", "pass --calib DATA (images, .npy/.npz, or mnist)")
+    if array.dtype.kind != "f":
+        raise DataError(f"calibration samples have dtype {array.dtype}", "preprocess them to float32 model input")
+    if tuple(array.shape[1:]) != tuple(input_shape):
+        raise DataError(f"calibration samples have shape {tuple(array.shape[1:])} but the model takes {tuple(input_shape)}",
+                        "preprocess them to the model's input size")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _as_loaded(model: Any) -> Any:
+    if hasattr(model, "input_shape") and hasattr(model, "keras_model"):
+        return model
+    from pathlib import Path  # noqa: PLC0415
+
+    from edgecnn.converters.keras_load import LoadedModel, load_model  # noqa: PLC0415
+
+    if isinstance(model, (str, Path)):
+        return load_model(model)
+    if hasattr(model, "layers") and hasattr(model, "inputs"):  # a keras.Model in memory
+        shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+        out = tuple(int(d) for d in model.outputs[0].shape[1:])
+        return LoadedModel(path=Path(model.name), name=model.name, kind="keras", sha256="", input_shape=shape,
+                           output_shape=out, keras_model=model)
+    raise UsageError(f"cannot inspect a {type(model).__name__}", "give a Keras model file or a loaded model")
+
+
+def _stem(path: str) -> str:
+    from pathlib import Path  # noqa: PLC0415
+
+    return Path(path).stem
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """One printed row (kept separate so the CLI and the benchmark print the same thing)."""
+
+    cells: tuple[str, ...] = field(default_factory=tuple)
+
+
+def table_rows(result: InspectResult, top: int) -> list[tuple[str, ...]]:
+    rows = []
+    for rank_no, row in enumerate(result.layers[:top], start=1):
+        rows.append((str(rank_no), row.layer, row.op, f"{row.rmse_scale:.3f}", f"{row.sqnr_db:.1f}",
+                     f"{row.channel_sqnr_db:.1f}", f"[{row.float_min:.3g}, {row.float_max:.3g}]", f"{row.scale:.3g}",
+                     ", ".join(row.keep_float)))
+    return rows
+
+
+TABLE_HEADERS = ("#", "layer", "op", "rmse/scale", "SQNR dB", "chan SQNR dB", "float range", "scale", "keep in float")

@@ -1,0 +1,263 @@
+"""`edgecnn convert` as a library call: model + calibration data -> verified artifacts + manifest.json.
+
+Order matters for "bad input writes nothing": options, model, data and labels are all checked before
+the output folder is touched; then each format is built (atomically, one small step per format),
+verified through the device runners, and finally the manifest is written. ``--max-drop`` is checked
+last, after the report exists, and raises AccuracyBudgetError carrying the result.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import tempfile
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+from edgecnn.data import Dataset, load_dataset
+from edgecnn.errors import AccuracyBudgetError, DataError, InputPathError, UsageError
+from edgecnn.fileio import check_writable_dir, refuse_overwrite, sha256_of, write_text_atomic
+from edgecnn.manifest import MANIFEST_NAME, ArtifactEntry, ColorOrder, Manifest, OutputKind, ResizeMode
+
+from edgecnn.converters import calibration as cal
+from edgecnn.converters.formats import FormatSpec, IoType, parse_formats
+from edgecnn.converters.progress import ProgressReporter
+from edgecnn.converters.steps import BuildJob, BuiltArtifact, build_artifact
+from edgecnn.converters.verify import reference_outputs, verify_artifact
+
+DEFAULT_CALIB_SAMPLES = 200
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+
+
+class FallbackMode(str, Enum):
+    NONE = "none"
+    AUTO = "auto"  # keep the most harmful layers in float until --max-drop is met (issue 5 wires it)
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    formats: Optional[str] = None            # comma-separated names; None: every format that applies
+    io: IoType = IoType.INT8                 # tflite-int8 input/output type
+    calib_method: str = "minmax"             # onnx-int8 activation ranges
+    calib_samples: int = DEFAULT_CALIB_SAMPLES
+    labels_file: Optional[Path] = None
+    color: Optional[ColorOrder] = None
+    resize: ResizeMode = ResizeMode.STRETCH
+    scale: Optional[float] = None
+    mean: Optional[tuple[float, ...]] = None
+    std: Optional[tuple[float, ...]] = None
+    invert: bool = False
+    max_drop: Optional[float] = None         # percentage points
+    force: bool = False
+    unsafe: bool = False
+    fallback: FallbackMode = FallbackMode.NONE
+    per_channel: bool = True
+    opset: Optional[int] = None
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    out_dir: Path
+    manifest: Manifest
+    manifest_path: Path
+    warnings: tuple[str, ...] = ()
+    over_budget: tuple[str, ...] = field(default=())  # artifacts that lost more than --max-drop
+
+    def artifact_path(self, name: str) -> Path:
+        return self.out_dir / self.manifest.artifact(name).file
+
+
+def convert(model: Optional[str | Path] = None, calib: Optional[str | Path] = None, val: Optional[str | Path] = None,
+            out: Optional[str | Path] = None, options: ConvertOptions = ConvertOptions()) -> ConvertResult:
+    """Convert ``model`` (None: the embedded default MNIST CNN) to every chosen format, verify, write the manifest."""
+    _check_options(options)
+    formats = parse_formats(options.formats)
+    if model is None:
+        from edgecnn.converters.zoo import trained_mnist_cnn  # noqa: PLC0415
+
+        model, calib, val = trained_mnist_cnn(), calib or "mnist", val or "mnist"
+    from edgecnn.converters.keras_load import load_model  # noqa: PLC0415 - imports TensorFlow
+
+    loaded = load_model(model, unsafe=options.unsafe)
+    prep, prep_notes = cal.build_preprocessing(loaded.input_shape, _prep_request(options), loaded.layer_classes)
+    formats = _formats_that_apply(formats, calib, options.formats is not None)
+    calib_set, val_set = _load_data(calib, val)
+    calib_inputs = cal.model_inputs(calib_set, prep, loaded.input_shape, "calibration") if calib_set else None
+    val_inputs = cal.model_inputs(val_set, prep, loaded.input_shape, "validation") if val_set else None
+    labels = _labels(options.labels_file, val_set or calib_set, loaded.num_outputs)
+    verify_data = val_inputs if val_inputs is not None else calib_inputs
+    _check_label_values(verify_data, len(labels))
+    if options.max_drop is not None and (verify_data is None or verify_data.labels is None):
+        raise UsageError(f"--max-drop {options.max_drop:g} needs labelled data to measure accuracy",
+                         "pass --val with labels (a folder with one subfolder per class, or .npz with x and y)")
+    out_dir = Path(out) if out is not None else Path("edgecnn-out") / loaded.name
+    targets = [out_dir / spec.file_name(loaded.name) for spec in formats] + [out_dir / MANIFEST_NAME]
+    refuse_overwrite(targets, options.force)
+    check_writable_dir(out_dir)
+
+    warnings = list(prep_notes)
+    calib_record: dict = {}
+    chosen_calib = None
+    if calib_inputs is not None:
+        chosen_calib, calib_warn = cal.choose_calibration(calib_inputs, options.calib_samples, options.seed)
+        warnings += calib_warn
+        calib_record = cal.calibration_record(chosen_calib, options.calib_method, options.seed, calib_warn)
+    if options.fallback == FallbackMode.AUTO:
+        warnings.append("--fallback auto is not available yet: artifacts are fully quantized")
+    manifest = Manifest(model_name=loaded.name, source_sha256=loaded.sha256, input_shape=loaded.input_shape,
+                        preprocessing=prep, labels=labels, output_kind=_output_kind(loaded),
+                        versions=_versions(), calibration=calib_record,
+                        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    reporter = ProgressReporter(enabled=options.progress)
+    entries = _build_all(loaded, formats, out_dir, chosen_calib, verify_data, manifest, options, reporter)
+    manifest = manifest.with_artifacts(tuple(entries))
+    manifest_path = out_dir / MANIFEST_NAME
+    write_text_atomic(manifest_path, manifest.to_json())
+    result = ConvertResult(out_dir=out_dir, manifest=manifest, manifest_path=manifest_path,
+                           warnings=tuple(warnings), over_budget=_over_budget(entries, options.max_drop))
+    _enforce_budget(result, options.max_drop)
+    return result
+
+
+def _check_options(options: ConvertOptions) -> None:
+    if options.calib_method not in CALIB_METHODS:
+        from edgecnn.registry import lookup  # noqa: PLC0415
+
+        lookup({m: m for m in CALIB_METHODS}, options.calib_method, "calibration method")
+    if options.calib_samples <= 0:
+        raise UsageError(f"--calib-samples {options.calib_samples} must be positive")
+    if options.max_drop is not None and options.max_drop < 0:
+        raise UsageError(f"--max-drop {options.max_drop} must be zero or positive (percentage points)")
+
+
+def _prep_request(options: ConvertOptions) -> cal.PrepRequest:
+    return cal.PrepRequest(color=options.color, resize=options.resize, scale=options.scale, mean=options.mean,
+                           std=options.std, invert=options.invert)
+
+
+def _formats_that_apply(formats: tuple[FormatSpec, ...], calib, explicit: bool) -> tuple[FormatSpec, ...]:
+    if calib is not None:
+        return formats
+    needing = [spec.name for spec in formats if spec.needs_calibration]
+    if needing and explicit:
+        raise UsageError(f"{', '.join(needing)} need calibration data", "pass --calib DATA (images, .npy/.npz, or mnist)")
+    kept = tuple(spec for spec in formats if not spec.needs_calibration)
+    if not kept:
+        raise UsageError("no format can be built without calibration data", "pass --calib DATA")
+    return kept
+
+
+def _load_data(calib, val) -> tuple[Optional[Dataset], Optional[Dataset]]:
+    calib_set = load_dataset(calib, mnist_split="train") if calib is not None else None
+    val_set = load_dataset(val, mnist_split="val") if val is not None else None
+    return calib_set, val_set
+
+
+def _labels(labels_file: Optional[Path], dataset: Optional[Dataset], num_outputs: int) -> tuple[str, ...]:
+    if labels_file is not None:
+        labels = _read_labels(Path(labels_file))
+        if len(labels) != num_outputs:
+            raise DataError(f"labels file {labels_file} has {len(labels)} labels but the model has {num_outputs} outputs",
+                            "give one label per line, one per model output, in output order")
+        return labels
+    if dataset is not None and dataset.class_names and len(dataset.class_names) == num_outputs:
+        return tuple(dataset.class_names)
+    return tuple(str(i) for i in range(num_outputs))
+
+
+def _read_labels(path: Path) -> tuple[str, ...]:
+    if not path.is_file():
+        raise InputPathError(f"labels file {path} does not exist", "give a text file with one label per line")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read labels file {path} ({type(exc).__name__})", "save it as UTF-8 text") from None
+    return tuple(line.strip() for line in lines if line.strip())
+
+
+def _check_label_values(data: Optional[cal.ModelInputs], num_classes: int) -> None:
+    if data is None or data.labels is None or len(data.labels) == 0:
+        return
+    if data.labels.min() < 0 or data.labels.max() >= max(num_classes, 1):
+        raise DataError(f"{data.role} labels of {data.source} range over {data.labels.min()}..{data.labels.max()} "
+                        f"but the model has {num_classes} classes", "label classes 0..N-1 in the model's output order")
+
+
+def _output_kind(loaded) -> OutputKind:
+    model = loaded.keras_model
+    if model is None or not model.layers:
+        return OutputKind.PROBABILITIES
+    last = model.layers[-1]
+    activation = getattr(getattr(last, "activation", None), "__name__", "")
+    if type(last).__name__ == "Softmax" or activation == "softmax" or loaded.num_outputs == 1:
+        return OutputKind.PROBABILITIES
+    return OutputKind.LOGITS
+
+
+def _build_all(loaded, formats, out_dir: Path, calib: Optional[cal.ModelInputs], verify_data, manifest: Manifest,
+               options: ConvertOptions, reporter: ProgressReporter) -> list[ArtifactEntry]:
+    entries = []
+    reference = reference_outputs(loaded, verify_data) if verify_data is not None else None
+    metadata = manifest.to_json()
+    with tempfile.TemporaryDirectory(prefix="edgecnn-convert-") as work, reporter:
+        shared: dict = {}
+        for spec in formats:
+            job = BuildJob(model=loaded, fmt=spec, out_path=out_dir / spec.file_name(loaded.name),
+                           calib_inputs=None if calib is None else calib.inputs, workdir=Path(work), io=options.io,
+                           calib_method=options.calib_method, per_channel=options.per_channel, opset=options.opset,
+                           shared=shared, metadata=metadata)
+            built = build_step(job, reporter)
+            verification = None
+            if verify_data is not None:
+                with reporter.task(f"verify {spec.name}", len(verify_data)) as advance:
+                    verification = verify_artifact(built.path, spec.family, built.input, built.output, verify_data,
+                                                   manifest.preprocessing, reference, advance)
+            entries.append(_entry(built, out_dir, verification))
+    return entries
+
+
+def build_step(job: BuildJob, reporter: ProgressReporter) -> BuiltArtifact:
+    """Build one format (the step ``--fallback auto`` wraps); calibration progress shown for int8 formats."""
+    if not job.fmt.needs_calibration:
+        with reporter.status(f"convert {job.fmt.name}"):
+            return build_artifact(job, job.out_path)
+    with reporter.task(f"calibrate {job.fmt.name}", len(job.calib_inputs)) as advance:
+        return build_artifact(dataclasses.replace(job, progress=reporter.as_fraction(advance)), job.out_path)
+
+
+def _entry(built: BuiltArtifact, out_dir: Path, verification) -> ArtifactEntry:
+    return ArtifactEntry(name=built.fmt.name, file=built.path.name, size_bytes=built.path.stat().st_size,
+                         sha256=sha256_of(built.path), input=built.input, output=built.output,
+                         precision=built.fmt.precision, verification=verification, notes=built.notes)
+
+
+def _over_budget(entries: list[ArtifactEntry], max_drop: Optional[float]) -> tuple[str, ...]:
+    if max_drop is None:
+        return ()
+    return tuple(e.name for e in entries if e.verification and e.verification.drop_pp is not None
+                 and e.verification.drop_pp > max_drop)
+
+
+def _enforce_budget(result: ConvertResult, max_drop: Optional[float]) -> None:
+    if result.over_budget:
+        worst = max(result.manifest.artifact(n).verification.drop_pp for n in result.over_budget)
+        error = AccuracyBudgetError(f"{', '.join(result.over_budget)} lost up to {worst:.2f} pp of top-1 accuracy, "
+                                    f"more than --max-drop {max_drop:g}",
+                                    f"artifacts and report kept in {result.out_dir}; try more calibration data or another method")
+        error.result = result  # the CLI prints the table before the error line
+        raise error
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md  # noqa: PLC0415
+
+    versions = {}
+    for dist in ("edgecnn", "tensorflow", "keras", "numpy", "ai-edge-litert", "onnx", "onnxruntime", "tf2onnx"):
+        try:
+            versions[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            continue
+    return versions

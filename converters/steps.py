@@ -1,0 +1,114 @@
+"""One format built from one model: the per-format step of the pipeline.
+
+``build_artifact`` is deliberately small so that the fallback search (``--fallback auto``, issue 5) can
+wrap it: call it again with ``job.keep_float`` naming layers to keep in float until --max-drop is met.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from edgecnn.errors import ConversionError, EdgecnnError
+from edgecnn.fileio import atomic_path
+from edgecnn.manifest import TensorSpec
+
+from edgecnn.converters.formats import FormatSpec, IoType
+
+
+@dataclass(frozen=True)
+class BuildJob:
+    """Everything a format builder needs. ``workdir`` is scratch space shared by the formats of one run."""
+
+    model: Any                     # edgecnn.converters.keras_load.LoadedModel
+    fmt: FormatSpec
+    out_path: Path                 # where the builder writes (a temporary path; renamed into place after)
+    calib_inputs: np.ndarray       # float32 model-ready inputs (N, *input_shape)
+    workdir: Path
+    io: IoType = IoType.INT8
+    calib_method: str = "minmax"
+    per_channel: bool = True
+    keep_float: tuple[str, ...] = ()  # layer/node names to leave in float (the fallback hook)
+    opset: Optional[int] = None
+    shared: dict = field(default_factory=dict, compare=False)  # cache across formats (SavedModel, fp32 ONNX)
+    metadata: str = ""             # JSON embedded in the artifact (the manifest without artifact entries)
+    progress: Optional[Callable[[int, int], None]] = field(default=None, compare=False)  # calibration (done, total)
+
+
+@dataclass(frozen=True)
+class BuiltArtifact:
+    fmt: FormatSpec
+    path: Path
+    input: TensorSpec
+    output: TensorSpec
+    notes: tuple[str, ...] = ()
+
+
+Builder = Callable[[BuildJob], BuiltArtifact]
+
+
+def build_artifact(job: BuildJob, final_path: Path) -> BuiltArtifact:
+    """Build ``job.fmt`` and move it atomically to ``final_path``; a failure leaves nothing behind."""
+    builder: Builder = job.fmt.resolve_builder()
+    with atomic_path(final_path) as tmp:
+        try:
+            built = builder(replace(job, out_path=tmp))
+            notes = embed_metadata(job.fmt.family, tmp, job.metadata) if job.metadata else ()
+        except EdgecnnError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - converters raise anything; report it as one line
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:240]
+            if os.environ.get("EDGECNN_DEBUG"):
+                raise
+            raise ConversionError(f"{job.fmt.name} conversion failed ({type(exc).__name__}: {first})",
+                                  "set EDGECNN_DEBUG=1 for details, or leave this format out with --formats") from None
+    return replace(built, path=final_path, notes=built.notes + notes)
+
+
+def embed_metadata(family: str, path: Path, text: str) -> tuple[str, ...]:
+    """Embed the manifest JSON in the artifact; returns notes for the manifest."""
+    if family == "onnx":
+        from edgecnn.converters.onnx_step import embed  # noqa: PLC0415
+
+        embed(path, text)
+        return ("manifest embedded in metadata_props['edgecnn_manifest']",)
+    from edgecnn.converters.tflite import METADATA_NAME, embed_metadata as embed_tflite  # noqa: PLC0415
+
+    if embed_tflite(path, text):
+        return (f"manifest embedded as TFLite metadata '{METADATA_NAME}'",)
+    return ("manifest not embedded: this TensorFlow lacks the flatbuffer tools; see manifest.json",)
+
+
+def ensure_savedmodel(job: BuildJob) -> Path:
+    """The model as a SavedModel (inference mode), exported once per run into ``job.workdir``; both the
+    TFLite converter and tf2onnx read it."""
+    if job.model.keras_model is None:
+        return Path(job.model.path)
+    cached = job.shared.get("savedmodel")
+    if cached is not None:
+        return cached
+    target = Path(job.workdir) / "savedmodel"
+    _export_quietly(job.model.keras_model, target)
+    job.shared["savedmodel"] = target
+    return target
+
+
+def _export_quietly(keras_model: Any, target: Path) -> None:
+    """Export with an endpoint that calls the model with ``training=False``: model.export alone traces the
+    Random* augmentation layers as random ops (unsupported by TFLite, wrong at inference)."""
+    import contextlib  # noqa: PLC0415
+    import io  # noqa: PLC0415
+
+    import keras  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    spec = tf.TensorSpec((None, *keras_model.inputs[0].shape[1:]), tf.float32, name="input")
+    archive = keras.export.ExportArchive()
+    archive.track(keras_model)
+    archive.add_endpoint(name="serve", fn=lambda x: keras_model(x, training=False), input_signature=[spec])
+    # write_out prints a summary of endpoints to stdout; it is noise in a CLI run.
+    with contextlib.redirect_stdout(io.StringIO()):
+        archive.write_out(str(target), verbose=False)

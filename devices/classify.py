@@ -1,0 +1,234 @@
+"""The Classifier used by ``edgecnn run`` and ``edgecnn bench``: a runner + the manifest's pre/post-processing.
+
+Everything per frame is in ``classify``: geometry and colour (edgecnn.preprocess.prepare_pixels), one table
+lookup into a buffer allocated once (the same table InputEncoder builds, so values equal convert's
+verification), the runner, then dequantize/softmax/top-k (edgecnn.preprocess). The manifest is checked
+against what the loaded model really reports, so a manifest for another model is refused, not trusted.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from edgecnn.devices.base import Runner, RunnerOptions
+from edgecnn.errors import DataError, ManifestError
+from edgecnn.manifest import ColorOrder, Manifest, OutputKind, Preprocessing, TensorSpec, find_manifest
+from edgecnn.preprocess import InputEncoder, decode_output, prepare_batch, prepare_pixels, top_k
+
+MAX_LABELS_BYTES = 4 * 1024 * 1024
+NO_PREPROCESSING_HINT = ("pass --manifest PATH, or the preprocessing options --size HxW [--color --resize --scale "
+                         "--mean --std] (in Python: Classifier.open(..., prep=Preprocessing(...)))")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    index: int
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class StageTimes:
+    preprocess_ms: float
+    inference_ms: float
+    postprocess_ms: float
+
+    @property
+    def total_ms(self) -> float:
+        return self.preprocess_ms + self.inference_ms + self.postprocess_ms
+
+
+@dataclass(frozen=True)
+class ClassifyResult:
+    top: tuple[Prediction, ...]  # best first
+    times: StageTimes
+
+    @property
+    def best(self) -> Prediction:
+        return self.top[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"top": [{"index": p.index, "label": p.label, "score": round(p.score, 6)} for p in self.top],
+                "ms": {"preprocess": round(self.times.preprocess_ms, 3), "inference": round(self.times.inference_ms, 3),
+                       "postprocess": round(self.times.postprocess_ms, 3)}}
+
+
+def read_labels(path: Path) -> tuple[str, ...]:
+    """One label per line (data only; blank lines skipped)."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_LABELS_BYTES:
+            raise ManifestError(f"labels file {path} is larger than 4 MiB", "give one label per line")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"cannot read labels file {path} ({exc})") from None
+    labels = tuple(line.strip() for line in text.splitlines() if line.strip())
+    if not labels:
+        raise ManifestError(f"labels file {path} holds no labels", "give one label per line")
+    return labels
+
+
+def _load_manifest(model_path: Path, manifest: Union[Manifest, Path, str, None]) -> Optional[Manifest]:
+    if isinstance(manifest, Manifest):
+        return manifest
+    if manifest is not None:
+        return Manifest.read(Path(manifest))
+    found = find_manifest(model_path)
+    return Manifest.read(found) if found else None
+
+
+def _same_quantization(a: TensorSpec, b: TensorSpec) -> bool:
+    if a.dtype != b.dtype or a.quantized != b.quantized:
+        return False
+    return not a.quantized or (abs(a.scale - b.scale) <= 1e-6 * max(a.scale, b.scale) and a.zero_point == b.zero_point)
+
+
+def check_against_model(runner: Runner, prep: Preprocessing, labels: Sequence[str],
+                        manifest: Optional[Manifest]) -> None:
+    """Refuse (ManifestError) preprocessing/labels/manifest that do not describe the loaded model."""
+    name = runner.model_path.name
+    model_shape = tuple(runner.input.shape[1:])
+    if tuple(prep.input_shape()) != model_shape:
+        raise ManifestError(f"preprocessing produces {prep.input_shape()} but {name} takes {model_shape}",
+                            "use the manifest written with this model, or fix the preprocessing options")
+    classes = runner.output.shape[-1] if runner.output.shape else 0
+    if classes > 0 and len(labels) != classes:
+        raise ManifestError(f"{len(labels)} labels given but {name} outputs {classes} classes",
+                            "use the manifest or labels file written with this model")
+    if manifest is None:
+        return
+    if tuple(manifest.input_shape) != model_shape:
+        raise ManifestError(f"the manifest is for input {tuple(manifest.input_shape)} but {name} takes {model_shape}",
+                            "use the manifest written with this model")
+    entry = next((a for a in manifest.artifacts if Path(a.file).name == name), None)
+    if entry is None:
+        return
+    for side, declared, actual in (("input", entry.input, runner.input), ("output", entry.output, runner.output)):
+        if not _same_quantization(declared, actual):
+            raise ManifestError(f"the manifest says {name}'s {side} is {declared.dtype} (scale {declared.scale:g}, "
+                                f"zero point {declared.zero_point}) but the model has {actual.dtype} "
+                                f"(scale {actual.scale:g}, zero point {actual.zero_point})",
+                                "the file was replaced; use the manifest written with it")
+
+
+class Classifier:
+    """A loaded model plus its preprocessing and labels. Use as a context manager."""
+
+    def __init__(self, runner: Runner, prep: Preprocessing, labels: Sequence[str],
+                 output_kind: OutputKind = OutputKind.PROBABILITIES, top_k: int = 5,
+                 manifest: Optional[Manifest] = None) -> None:
+        self.runner = runner
+        self.prep = prep
+        self.labels = tuple(labels)
+        self.output_kind = OutputKind(output_kind)
+        self.top_k = max(1, int(top_k))
+        self.manifest = manifest
+        self.encoder = InputEncoder.build(prep, runner.input)
+        self._uniform = self.encoder.table.shape[0] == 1 or not np.any(self.encoder.table != self.encoder.table[:1])
+        # One frame's input tensor, reused for every frame.
+        self._buffer = np.empty((1, prep.height, prep.width, prep.channels), dtype=self.encoder.table.dtype)
+        self._batch_view = self._buffer.reshape(1, -1) if prep.flatten else self._buffer
+
+    @classmethod
+    def open(cls, model_path: Path | str, target: str = "cpu", options: RunnerOptions = RunnerOptions(),
+             manifest: Union[Manifest, Path, str, None] = None, prep: Optional[Preprocessing] = None,
+             labels: Union[Sequence[str], Path, str, None] = None, top_k: int = 5,
+             output_kind: Optional[OutputKind] = None) -> "Classifier":
+        """Load ``model_path`` on ``target`` with the sidecar manifest (or the given one / explicit ``prep``)."""
+        from edgecnn.devices.runners import open_runner
+
+        model_path = Path(model_path)
+        loaded = _load_manifest(model_path, manifest) if model_path.exists() else None
+        if loaded is None and prep is None:
+            raise ManifestError(f"{model_path.name} has no manifest.json beside it and no preprocessing was given",
+                                NO_PREPROCESSING_HINT)
+        runner = open_runner(model_path, target, options)
+        try:
+            prep = prep or loaded.preprocessing
+            prep.validate()
+            names = _labels(labels, loaded, runner)
+            kind = output_kind or (loaded.output_kind if loaded else OutputKind.PROBABILITIES)
+            check_against_model(runner, prep, names, loaded)
+            return cls(runner, prep, names, kind, top_k, loaded)
+        except BaseException:
+            runner.close()
+            raise
+
+    # -- per frame -------------------------------------------------------------------------------------
+    def prepare(self, frame: np.ndarray, source_color: ColorOrder = ColorOrder.BGR) -> np.ndarray:
+        """A raw frame -> (H, W, C) uint8 pixels in the model's colour order and size."""
+        if not isinstance(frame, np.ndarray):
+            raise DataError(f"frame is a {type(frame).__name__}, not an image array")
+        return prepare_pixels(frame, self.prep, source_color)
+
+    def _encode_into_buffer(self, pixels: np.ndarray) -> np.ndarray:
+        table = self.encoder.table
+        if self._uniform:
+            np.take(table[0], pixels, out=self._buffer[0])
+        else:
+            for channel in range(table.shape[0]):
+                np.take(table[channel], pixels[:, :, channel], out=self._buffer[0, :, :, channel])
+        return self._batch_view
+
+    def classify(self, frame: np.ndarray, source_color: ColorOrder = ColorOrder.BGR) -> ClassifyResult:
+        """Classify one raw frame (BGR from OpenCV by default); per-stage times in milliseconds."""
+        t0 = time.perf_counter()
+        batch = self._encode_into_buffer(self.prepare(frame, source_color))
+        t1 = time.perf_counter()
+        raw = self.runner.invoke(batch)
+        t2 = time.perf_counter()
+        top = self.top_predictions(decode_output(raw, self.runner.output, self.output_kind)[0])
+        t3 = time.perf_counter()
+        return ClassifyResult(top, StageTimes((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3))
+
+    def top_predictions(self, scores: np.ndarray) -> tuple[Prediction, ...]:
+        return tuple(Prediction(i, self.labels[i] if i < len(self.labels) else str(i), s)
+                     for i, s in top_k(scores, self.top_k))
+
+    # -- batches ---------------------------------------------------------------------------------------
+    def scores(self, pixels: np.ndarray) -> np.ndarray:
+        """Already-prepared uint8 pixels (N, H, W, C) -> float32 class scores (N, classes)."""
+        pixels = np.asarray(pixels)
+        expected = (self.prep.height, self.prep.width, self.prep.channels)
+        if pixels.ndim != 4 or tuple(pixels.shape[1:]) != expected:
+            raise DataError(f"pixels of shape {pixels.shape} given, expected (N, {', '.join(map(str, expected))})",
+                            "prepare them with edgecnn.preprocess.prepare_batch")
+        raw = self.runner.invoke(self.encoder(pixels))
+        return decode_output(raw, self.runner.output, self.output_kind)
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        """Top-1 class index of each of (N, H, W, C) prepared uint8 pixels."""
+        return np.argmax(self.scores(pixels), axis=1)
+
+    def classify_images(self, images: Sequence[np.ndarray] | np.ndarray,
+                        source_color: ColorOrder = ColorOrder.RGB) -> np.ndarray:
+        """Raw images (any size; RGB by default, as edgecnn.data loads them) -> class scores (N, classes)."""
+        return self.scores(prepare_batch(images, self.prep, source_color))
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.runner.describe(), "classes": len(self.labels), "top_k": self.top_k,
+                "manifest": self.manifest is not None, "output_kind": self.output_kind.value}
+
+    def close(self) -> None:
+        self.runner.close()
+
+    def __enter__(self) -> "Classifier":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _labels(labels: Union[Sequence[str], Path, str, None], manifest: Optional[Manifest], runner: Runner) -> tuple[str, ...]:
+    if isinstance(labels, (str, Path)):
+        return read_labels(Path(labels))
+    if labels is not None:
+        return tuple(str(label) for label in labels)
+    if manifest is not None:
+        return tuple(manifest.labels)
+    classes = runner.output.shape[-1] if runner.output.shape and runner.output.shape[-1] > 0 else 0
+    return tuple(str(i) for i in range(classes))

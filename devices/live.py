@@ -1,0 +1,271 @@
+"""The live loop: frames from a source, classified on a device, with stats, JSON lines, a recording, a
+window and a web viewer.
+
+Capture runs in its own thread (devices/grabber.py) so reading frame n+1 overlaps inference on frame n;
+JPEG encoding for the web viewer runs in the viewer's thread. The loop itself only classifies, writes
+one JSON line, and draws when something will show the drawing. Nothing here imports TensorFlow.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+from edgecnn.devices.annotate import annotate
+from edgecnn.devices.base import RunnerOptions
+from edgecnn.devices.grabber import Frame, GrabberOptions, LatestFrameGrabber
+from edgecnn.devices.outputs import FrameWindow, JsonlWriter, unpack_result
+from edgecnn.devices.sources import FrameSource, SourceSpec, open_source, parse_source
+from edgecnn.devices.stats import STAGES, LiveStats
+from edgecnn.devices.videofile import VideoRecorder
+from edgecnn.errors import UsageError
+from edgecnn.fileio import refuse_overwrite
+from edgecnn.manifest import ColorOrder, Preprocessing
+
+
+STATUS_INTERVAL_S = 0.1  # how often /status.json is refreshed
+
+
+class Display(str, Enum):
+    AUTO = "auto"  # a window when there is a display (DISPLAY / WAYLAND_DISPLAY)
+    SHOW = "show"  # a window, or an error saying why there cannot be one
+    HIDE = "hide"
+
+
+class EndReason(str, Enum):
+    SOURCE_END = "source-end"
+    MAX_FRAMES = "max-frames"
+    DURATION = "duration"
+    INTERRUPTED = "interrupted"
+    WINDOW_CLOSED = "window-closed"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    top_k: int = 5
+    runner: RunnerOptions = field(default_factory=RunnerOptions)
+    prep: Optional[Preprocessing] = None        # for a model without a manifest
+    labels: Union[tuple[str, ...], str, None] = None  # names, or a labels file (one per line)
+    manifest: Optional[str] = None              # default: manifest.json beside the model
+    max_frames: Optional[int] = None
+    duration: Optional[float] = None            # seconds
+    jsonl: Optional[str] = None                 # a path, or "-" for stdout
+    record: Optional[str] = None                # an annotated video: .mp4, .avi, .mkv
+    force: bool = False                         # overwrite --jsonl / --record outputs
+    realtime: bool = False                      # pace a file at its FPS, like a camera (frames may drop)
+    loop: bool = False                          # start a finite source again at its end (soak tests)
+    serve: Optional[str] = None                 # "[HOST:]PORT" of the web viewer
+    display: Display = Display.AUTO
+    print_every: float = 1.0                    # seconds between printed result lines; <= 0 prints none
+    width: Optional[int] = None                 # camera capture size request
+    height: Optional[int] = None
+    stall_timeout: float = 5.0
+    backoff_max: float = 5.0
+
+    def validate(self) -> None:
+        if self.top_k < 1:
+            raise UsageError(f"--top-k {self.top_k} is not positive", "give 1 or more")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise UsageError(f"--max-frames {self.max_frames} is not positive", "give 1 or more")
+        if self.duration is not None and self.duration <= 0:
+            raise UsageError(f"--duration {self.duration} is not positive", "give seconds > 0")
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    frames: int
+    seconds: float
+    fps: float
+    captured: int
+    dropped: int
+    reopens: int
+    failures: int
+    resolution_changes: int
+    ended_by: EndReason
+    ms: dict[str, dict[str, Optional[float]]]  # stage -> {"p50", "p90"}
+    source: str
+    runner: dict[str, Any] = field(default_factory=dict)
+    jsonl: Optional[str] = None
+    record: Optional[str] = None
+    url: Optional[str] = None
+    events: tuple[str, ...] = ()
+
+
+def open_classifier(model: Path | str, device: str, options: RunOptions):
+    """The runners' Classifier for ``model`` on ``device`` (imported here: it loads a runtime)."""
+    from edgecnn.devices.classify import Classifier  # noqa: PLC0415
+
+    return Classifier.open(Path(model), target=device, options=options.runner, manifest=options.manifest,
+                           prep=options.prep, labels=options.labels, top_k=options.top_k)
+
+
+def run(model: Path | str, device: str = "cpu", source: str = "0", options: RunOptions = RunOptions(), *,
+        classifier: Any = None, printer: Optional[Callable[[str], None]] = None,
+        on_frame: Optional[Callable[[dict[str, Any]], None]] = None,
+        source_factory: Optional[Callable[[SourceSpec], FrameSource]] = None) -> RunSummary:
+    """Classify every frame of ``source`` until it ends, a bound is reached or Ctrl-C; return the summary.
+
+    ``classifier``: an already open object with ``classify(frame, source_color=...)`` (benchmarks pass a
+    deliberately slow one); by default the model is opened on ``device``. ``printer`` receives the
+    headless result lines and source events; ``on_frame`` each frame's JSON record. ``source_factory``
+    replaces devices.sources.open_source (tests put camera doubles at the hardware boundary with it).
+    """
+    options.validate()
+    spec = parse_source(source, options.width, options.height, loop=options.loop)
+    outputs = [Path(p) for p in (options.jsonl, options.record) if p and p != "-"]
+    refuse_overwrite(outputs, options.force)
+    with contextlib.ExitStack() as stack:
+        clf = classifier if classifier is not None else stack.enter_context(
+            contextlib.closing(open_classifier(model, device, options)))
+        loop = _Loop(spec, options, clf, printer, on_frame, source_factory or open_source)
+        return loop.run(stack)
+
+
+class _Loop:
+    def __init__(self, spec: SourceSpec, options: RunOptions, classifier: Any,
+                 printer: Optional[Callable[[str], None]], on_frame: Optional[Callable[[dict[str, Any]], None]],
+                 factory: Callable[[SourceSpec], FrameSource]):
+        self.spec, self.options, self.classifier, self.factory = spec, options, classifier, factory
+        self.printer, self.on_frame = printer, on_frame
+        self.stats = LiveStats(STAGES)
+        self.index = 0
+        self.last_print = 0.0
+        self.last_status = 0.0
+        self.jsonl: Optional[JsonlWriter] = None
+        self.recorder: Optional[VideoRecorder] = None
+        self.server = None
+        self.window: Optional[FrameWindow] = None
+
+    def run(self, stack: contextlib.ExitStack) -> RunSummary:
+        opts = self.options
+        grab_opts = GrabberOptions(lossless=not self.spec.live and not opts.realtime, realtime=opts.realtime,
+                                   stall_timeout=opts.stall_timeout, backoff_max=opts.backoff_max)
+        self._open_outputs(stack)
+        grabber = stack.enter_context(LatestFrameGrabber(self.spec, grab_opts, self.factory,
+                                                                  on_event=self._event))
+        if opts.record:
+            self.recorder = stack.enter_context(VideoRecorder(Path(opts.record), grabber.fps or 30.0))
+        self.stats = LiveStats(STAGES)  # start the clock when the source is open
+        ended_by = self._loop(grabber)
+        return self._summary(grabber, ended_by)
+
+    def _open_outputs(self, stack: contextlib.ExitStack) -> None:
+        opts = self.options
+        if opts.jsonl:
+            self.jsonl = stack.enter_context(JsonlWriter(opts.jsonl))
+        if opts.serve:
+            from edgecnn.devices.serve import ViewerServer, parse_bind  # noqa: PLC0415
+
+            host, port = parse_bind(opts.serve)
+            self.server = stack.enter_context(ViewerServer(host, port))
+            self._event(f"web viewer at {self.server.url}")
+        self.window = stack.enter_context(FrameWindow(opts.display.value, f"edgecnn: {self.spec.target}",
+                                                      on_event=self._event))
+
+    def _loop(self, grabber: LatestFrameGrabber) -> EndReason:
+        opts = self.options
+        deadline = None if opts.duration is None else time.monotonic() + opts.duration
+        try:
+            while True:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return EndReason.DURATION
+                frame = grabber.next_frame(timeout=0.25)
+                if frame is None:
+                    if grabber.ended:
+                        return EndReason.SOURCE_END
+                    continue
+                if not self._process(frame, grabber):
+                    return EndReason.WINDOW_CLOSED
+                if opts.max_frames is not None and self.index >= opts.max_frames:
+                    return EndReason.MAX_FRAMES
+        except KeyboardInterrupt:
+            return EndReason.INTERRUPTED
+
+    def _process(self, frame: Frame, grabber: LatestFrameGrabber) -> bool:
+        result = self.classifier.classify(frame.image, source_color=ColorOrder.BGR)
+        top, stage_ms = unpack_result(result)
+        ms = {"capture": frame.capture_ms, **stage_ms}
+        self.stats.record(ms)
+        record = {"frame": self.index, "capture_seq": frame.seq, "timestamp": round(frame.timestamp, 6),
+                  "top_k": [{"index": i, "label": label, "score": round(score, 6)} for i, label, score in top],
+                  "ms": {k: round(v, 3) for k, v in ms.items()}}
+        self.index += 1
+        if self.jsonl is not None:
+            self.jsonl.write(record)
+        if self.on_frame is not None:
+            self.on_frame(record)
+        keep_going = self._show(frame, top, grabber)
+        self._print(record, grabber)
+        return keep_going
+
+    def _show(self, frame: Frame, top: list, grabber: LatestFrameGrabber) -> bool:
+        watching = self.server is not None and self.server.viewers > 0
+        if self.server is not None:
+            self._publish_status(top, grabber)
+        if self.recorder is None and not watching and not self.window.active:
+            return True  # nobody looks at the drawing: do not spend time on it
+        drawn = annotate(frame.image, top, self.stats.meter.fps())
+        if self.recorder is not None:
+            self.recorder.write(drawn)
+        if watching:
+            self.server.publish(drawn, None)
+        return self.window.show(drawn)
+
+    def _publish_status(self, top: list, grabber: LatestFrameGrabber) -> None:
+        now = time.monotonic()
+        if now - self.last_status >= STATUS_INTERVAL_S:  # percentiles cost ~0.1 ms: not every frame
+            self.last_status = now
+            self.server.publish(None, self._status(top, grabber))
+
+    def _status(self, top: list, grabber: LatestFrameGrabber) -> dict[str, Any]:
+        return {"frame": self.index, "source": self.spec.describe(),
+                "top_k": [{"index": i, "label": label, "score": round(score, 4)} for i, label, score in top],
+                "stats": self.stats.snapshot(), "dropped": grabber.dropped, "reopens": grabber.reopens}
+
+    def _print(self, record: dict[str, Any], grabber: LatestFrameGrabber) -> None:
+        every = self.options.print_every
+        now = time.monotonic()
+        if self.printer is None or every <= 0 or now - self.last_print < every:
+            return
+        self.last_print = now
+        best = "  ".join(f"{p['label']} {p['score']:.2f}" for p in record["top_k"][:3])
+        self.printer(f"frame {record['frame']}: {best}  |  {self.stats.meter.fps():.1f} FPS, "
+                     f"dropped {grabber.dropped}")
+
+    def _event(self, text: str) -> None:
+        if self.printer is not None:
+            self.printer(f"source: {text}" if not text.startswith("web viewer") else text)
+
+    def _summary(self, grabber: LatestFrameGrabber, ended_by: EndReason) -> RunSummary:
+        snap = self.stats.snapshot()
+        runner = {}
+        describe = getattr(self.classifier, "describe", None)
+        if callable(describe):
+            with contextlib.suppress(Exception):
+                runner = dict(describe())
+        jsonl = self.options.jsonl if self.options.jsonl else None
+        return RunSummary(
+            frames=self.index, seconds=round(self.stats.elapsed(), 3), fps=round(self.stats.mean_fps(), 2),
+            captured=grabber.captured, dropped=grabber.dropped, reopens=grabber.reopens, failures=grabber.failures,
+            resolution_changes=grabber.resolution_changes, ended_by=ended_by, ms=snap["ms"],
+            source=self.spec.describe(), runner=runner, jsonl=jsonl,
+            record=self.options.record if self.recorder is not None and self.recorder.frames else None,
+            url=self.server.url if self.server is not None else None, events=tuple(grabber.events))
+
+
+def summary_rows(summary: RunSummary) -> list[tuple[str, str]]:
+    """(name, value) rows for printing the summary as a table."""
+    rows = [("source", summary.source), ("ended by", summary.ended_by.value), ("frames", str(summary.frames)),
+            ("seconds", f"{summary.seconds:.2f}"), ("FPS", f"{summary.fps:.1f}"),
+            ("dropped frames", str(summary.dropped)), ("source reopens", str(summary.reopens))]
+    for stage, values in summary.ms.items():
+        if values.get("p50") is not None:
+            rows.append((f"{stage} ms p50 / p90", f"{values['p50']:.2f} / {values['p90']:.2f}"))
+    for key in ("jsonl", "record", "url"):
+        value = getattr(summary, key)
+        if value:
+            rows.append((key, str(value)))
+    return rows

@@ -1,0 +1,264 @@
+"""Check an untrusted model file before a native loader sees it.
+
+Native loaders (LiteRT's flatbuffer reader, ONNX Runtime's protobuf reader) can crash the process on a
+malformed file, and a long-running ``edgecnn run --serve`` must not be taken down by one. Three layers:
+
+1. sniff the content (TFLite's "TFL3" identifier, ONNX's protobuf fields, zip/HDF5 for Keras) and refuse a
+   file whose content does not match its extension;
+2. for .tflite, a bounds-checking walk of the flatbuffer (root table, vtables, vectors, strings, and the
+   indices that tie tensors, buffers, operators and operator codes together) in pure Python;
+3. a probe load in a child process with a timeout (onnx.checker + an ONNX Runtime session, or a LiteRT
+   interpreter that allocates and invokes once), so a loader that crashes or hangs takes only the child down.
+
+The probe costs a process start (about a second) per file, once per file content per process; nothing here
+runs per frame. ``python -m edgecnn.devices.modelcheck PATH`` runs the probe itself (the child's entry point).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+from edgecnn.devices.flatbuf import FlatbufferError, walk_tflite
+from edgecnn.errors import ModelLoadError, RuntimeMissingError
+
+MAX_MODEL_BYTES = 2 * 1024 ** 3  # protobuf's hard limit; also far beyond any edge model
+PROBE_TIMEOUT_S = 60.0
+FAULT_ENV = "_EDGECNN_PROBE_FAULT"  # fault injection for tests: "segv" or "hang" in the child before loading
+
+
+class ModelFormat(str, Enum):
+    TFLITE = "tflite"
+    ONNX = "onnx"
+    KERAS = "keras"
+    H5 = "h5"
+    SAVEDMODEL = "savedmodel"
+
+
+SUFFIX_FORMAT = {".tflite": ModelFormat.TFLITE, ".lite": ModelFormat.TFLITE, ".onnx": ModelFormat.ONNX,
+                 ".keras": ModelFormat.KERAS, ".h5": ModelFormat.H5, ".hdf5": ModelFormat.H5}
+FORMAT_SUFFIX = {ModelFormat.TFLITE: ".tflite", ModelFormat.ONNX: ".onnx", ModelFormat.KERAS: ".keras",
+                 ModelFormat.H5: ".h5", ModelFormat.SAVEDMODEL: "a SavedModel folder"}
+# ModelProto field number -> protobuf wire type (0 varint, 2 length-delimited).
+_ONNX_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2}
+
+_probed: set[tuple[str, str]] = set()  # (sha256, format) of files that passed the probe in this process
+
+
+def sniff(head: bytes) -> Optional[ModelFormat]:
+    """The format the first bytes of a file show, or None when they show none we know."""
+    if len(head) >= 8 and head[4:8] == b"TFL3":
+        return ModelFormat.TFLITE
+    if head.startswith(b"PK\x03\x04"):
+        return ModelFormat.KERAS
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return ModelFormat.H5
+    if _looks_like_onnx(head):
+        return ModelFormat.ONNX
+    return None
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while pos < len(data) and shift < 64:
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos += 1
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+    raise ValueError("truncated varint")
+
+
+def _looks_like_onnx(head: bytes) -> bool:
+    """True when the head parses as ModelProto fields with the right wire types (at least two of them)."""
+    pos, seen = 0, 0
+    try:
+        while pos < len(head) and seen < 3:
+            tag, pos = _read_varint(head, pos)
+            number, wire = tag >> 3, tag & 7
+            if _ONNX_FIELDS.get(number) != wire:
+                return False
+            if wire == 0:
+                _, pos = _read_varint(head, pos)
+            else:
+                length, pos = _read_varint(head, pos)
+                pos += length
+            seen += 1
+    except ValueError:
+        return seen >= 1
+    return seen >= 2 or (seen == 1 and pos >= len(head))
+
+
+def check_model(path: Path, probe: bool = True, timeout_s: float = PROBE_TIMEOUT_S) -> ModelFormat:
+    """Validate ``path`` and return its format; raise ModelLoadError (one line) when it must not be loaded."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / "saved_model.pb").is_file():
+            return ModelFormat.SAVEDMODEL
+        raise ModelLoadError(f"{path} is a folder without saved_model.pb", "give a .tflite or .onnx model file")
+    fmt = _check_header(path)
+    if fmt == ModelFormat.TFLITE:
+        _walk(path)
+    if probe and fmt in (ModelFormat.TFLITE, ModelFormat.ONNX):
+        probe_in_child(path, fmt, timeout_s)
+    return fmt
+
+
+def _check_header(path: Path) -> ModelFormat:
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(64)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read model file {path} ({exc.strerror or exc})") from None
+    if size == 0:
+        raise ModelLoadError(f"model file {path} is empty (0 bytes)", "copy the artifact again")
+    if size > MAX_MODEL_BYTES:
+        raise ModelLoadError(f"model file {path} is {size / 1024 ** 3:.1f} GiB, over the 2 GiB limit",
+                             "edge models are far smaller; check the file")
+    named = SUFFIX_FORMAT.get(path.suffix.lower())
+    found = sniff(head)
+    if named and found and found != named:
+        raise ModelLoadError(f"{path.name} is named {path.suffix} but holds a {found.value} model",
+                             f"rename it to {FORMAT_SUFFIX[found]}" if found in (ModelFormat.TFLITE, ModelFormat.ONNX)
+                             else "convert it first with edgecnn convert")
+    if named == ModelFormat.TFLITE and found is None:
+        raise ModelLoadError(f"{path.name} is not a TFLite model (no 'TFL3' identifier at byte 4)",
+                             "the file is corrupt or of another kind; copy the artifact again")
+    if named is None and found is None:
+        raise ModelLoadError(f"cannot tell what kind of model {path.name} is", "give a .tflite or .onnx file")
+    return named or found
+
+
+def _walk(path: Path) -> None:
+    try:
+        data = path.read_bytes()
+        walk_tflite(data)
+    except FlatbufferError as exc:
+        raise ModelLoadError(f"{path.name} is a corrupt TFLite model ({exc})",
+                             "the file is truncated or damaged; copy the artifact again") from None
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read model file {path} ({exc.strerror or exc})") from None
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def probe_in_child(path: Path, fmt: ModelFormat, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Load ``path`` in a child Python; a crash, hang or load error there becomes a ModelLoadError here."""
+    key = (_digest(path), fmt.value)
+    if key in _probed:
+        return
+    command = [sys.executable, "-m", "edgecnn.devices.modelcheck", fmt.value, str(path)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    try:
+        proc = subprocess.run(command, capture_output=True, timeout=timeout_s, env=env, check=False)
+    except subprocess.TimeoutExpired:
+        raise ModelLoadError(f"loading {path.name} did not finish within {timeout_s:.0f} s",
+                             "the file is probably malformed; copy the artifact again") from None
+    if proc.returncode < 0:
+        name = signal.Signals(-proc.returncode).name if -proc.returncode in signal.valid_signals() else str(-proc.returncode)
+        raise ModelLoadError(f"{path.name} crashed the {fmt.value} loader ({name}) in a probe process",
+                             "the file is corrupt or hostile; it was not loaded here")
+    result = _parse_probe_output(proc.stdout)
+    if result is None:
+        tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
+        raise ModelLoadError(f"probing {path.name} failed (exit {proc.returncode}: {tail[0][:200]})",
+                             "the file is corrupt; copy the artifact again")
+    if not result.get("ok") and result.get("kind") == "runtime":
+        raise RuntimeMissingError(f"cannot check {path.name}: {result.get('error')}", str(result.get("hint", "")))
+    if not result.get("ok"):
+        raise ModelLoadError(f"{path.name} cannot be loaded ({result.get('error', 'unknown error')})",
+                             str(result.get("hint") or "the file is corrupt or not a model; copy the artifact again"))
+    _probed.add(key)
+
+
+def _parse_probe_output(stdout: bytes) -> Optional[dict]:
+    for line in reversed(stdout.decode("utf-8", "replace").splitlines()):
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                return None
+    return None
+
+
+# -- the child side ------------------------------------------------------------------------------------
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+def _probe_tflite(path: Path) -> dict:
+    import numpy as np
+
+    from edgecnn.devices.flatbuf import walk_tflite
+    from edgecnn.devices.litert import resolve_runtime
+
+    info = walk_tflite(path.read_bytes())
+    runtime = resolve_runtime()
+    interpreter = runtime.interpreter_cls(model_path=str(path), num_threads=1)
+    if info.custom_codes:  # e.g. edgetpu-custom-op: it needs its delegate to allocate and run
+        return {"ok": True, "custom_ops": sorted(info.custom_codes)}
+    interpreter.allocate_tensors()
+    for detail in interpreter.get_input_details():
+        interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], dtype=detail["dtype"]))
+    interpreter.invoke()
+    return {"ok": True}
+
+
+def _probe_onnx(path: Path) -> dict:
+    try:
+        import onnx  # noqa: PLC0415 - optional on a device; onnxruntime still checks the graph
+    except ImportError:
+        onnx = None
+    if onnx is not None:
+        onnx.checker.check_model(str(path))
+    import onnxruntime  # noqa: PLC0415
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    return {"ok": True, "checker": onnx is not None}
+
+
+def _inject_fault() -> None:
+    fault = os.environ.get(FAULT_ENV, "")
+    if fault == "segv":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    elif fault == "hang":
+        import time
+
+        time.sleep(3600)
+
+
+def _probe_main(argv: list[str]) -> int:
+    fmt, path = ModelFormat(argv[0]), Path(argv[1])
+    _inject_fault()
+    try:
+        result = _probe_tflite(path) if fmt == ModelFormat.TFLITE else _probe_onnx(path)
+    except RuntimeMissingError as exc:
+        result = {"ok": False, "kind": "runtime", "error": exc.message, "hint": exc.hint}
+    except ImportError as exc:
+        result = {"ok": False, "kind": "runtime", "error": f"runtime missing ({_first_line(exc)})",
+                  "hint": "pip install 'edgecnn[device]' (and onnxruntime for .onnx)"}
+    except Exception as exc:  # noqa: BLE001 - every loader error is reported to the parent as data
+        result = {"ok": False, "error": f"{type(exc).__name__}: {_first_line(exc)}"}
+    sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_probe_main(sys.argv[1:]))

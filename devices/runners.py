@@ -1,0 +1,80 @@
+"""The one table of device targets, and ``open_runner``: a model file + a target name -> a loaded Runner.
+
+A .tflite runs on cpu / pi / edgetpu (LiteRT), a .onnx on onnx-cpu / gpu (ONNX Runtime). Every file is
+checked by devices/modelcheck.py before a native loader sees it, so a corrupt or hostile file gives a
+one-line ModelLoadError instead of a crash.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from edgecnn.devices.base import Runner, RunnerOptions
+from edgecnn.devices.modelcheck import ModelFormat, check_model
+from edgecnn.errors import InputPathError, UsageError
+from edgecnn.registry import lookup
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    format: ModelFormat  # the model format this target runs
+    module: str  # devices module holding ``open_<kind>`` (imported only when the target is used)
+    opener: str
+    description: str
+    default_threads: Optional[int] = None  # None: the machine's cores
+
+
+def _pi_threads() -> int:
+    # A Pi 4/5 has 4 cores; more threads than cores only adds contention.
+    return min(4, os.cpu_count() or 1)
+
+
+TARGETS: dict[str, Target] = {
+    "cpu": Target("cpu", ModelFormat.TFLITE, "edgecnn.devices.litert", "LiteRTRunner",
+                  "LiteRT interpreter on the CPU with XNNPACK"),
+    "pi": Target("pi", ModelFormat.TFLITE, "edgecnn.devices.litert", "LiteRTRunner",
+                 "Raspberry Pi CPU: LiteRT with XNNPACK, at most 4 threads", default_threads=_pi_threads()),
+    "edgetpu": Target("edgetpu", ModelFormat.TFLITE, "edgecnn.devices.edgetpu", "open_edgetpu",
+                      "Coral Edge TPU through the LiteRT Edge TPU delegate (full-int8 model)"),
+    "onnx-cpu": Target("onnx-cpu", ModelFormat.ONNX, "edgecnn.devices.onnx_runtime", "open_onnx_cpu",
+                       "ONNX Runtime on the CPU"),
+    "gpu": Target("gpu", ModelFormat.ONNX, "edgecnn.devices.onnx_runtime", "open_gpu",
+                  "ONNX Runtime with the TensorRT or CUDA execution provider (no silent CPU fallback)"),
+}
+
+
+def get_target(name: str) -> Target:
+    return lookup(TARGETS, name, "device")
+
+
+def targets_for(fmt: ModelFormat) -> list[str]:
+    return [name for name, target in TARGETS.items() if target.format == fmt]
+
+
+def open_runner(model_path: Path | str, target: str = "cpu", options: RunnerOptions = RunnerOptions()) -> Runner:
+    """Check ``model_path`` and load it on ``target``; raise a one-line EdgecnnError when it cannot run there."""
+    spec = get_target(target)
+    path = Path(model_path)
+    if not path.exists():
+        raise InputPathError(f"model file {path} does not exist", "give the path of a .tflite or .onnx artifact")
+    if path.is_dir():
+        raise InputPathError(f"{path} is a folder, not a model file", "give the path of a .tflite or .onnx artifact")
+    fmt = check_model(path, probe=options.probe)
+    if fmt not in (ModelFormat.TFLITE, ModelFormat.ONNX):
+        raise UsageError(f"{path.name} is a {fmt.value} model, not a device artifact",
+                         f"convert it first: edgecnn convert {path}")
+    if fmt != spec.format:
+        suited = ", ".join(targets_for(fmt)) or "none"
+        raise UsageError(f"--device {spec.name} runs {spec.format.value} models but {path.name} is a {fmt.value} model",
+                         f"use --device {suited}, or convert the model to {spec.format.value}")
+    if spec.default_threads and options.threads is None:
+        options = dataclasses.replace(options, threads=spec.default_threads)
+    opener = getattr(importlib.import_module(spec.module), spec.opener)
+    if spec.opener == "LiteRTRunner":
+        return opener(path, spec.name, options)
+    return opener(path, options)

@@ -1,0 +1,162 @@
+"""Multiply-accumulates per inference, counted from the model graph (not from the Keras model).
+
+Counted ops: convolutions (regular, depthwise, grouped, transposed), fully connected / Gemm / MatMul.
+Elementwise ops, pooling and activations are left out, as MAC counts usually are. Batch dimensions
+are counted as one image: the figure is MACs per single inference.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from edgecnn.errors import ModelLoadError, RuntimeMissingError
+
+_TFLITE_CONVS = {"CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "CONV_3D"}
+_TFLITE_MATMULS = {"FULLY_CONNECTED", "BATCH_MATMUL"}
+
+
+def count_macs(model_path: Path) -> Optional[int]:
+    """MACs of one inference of a .tflite or .onnx file; None for another format."""
+    suffix = Path(model_path).suffix.lower()
+    if suffix == ".tflite":
+        return count_tflite_macs(Path(model_path))
+    if suffix == ".onnx":
+        return count_onnx_macs(Path(model_path))
+    return None
+
+
+# -- TFLite ------------------------------------------------------------------------------------------
+def count_tflite_macs(path: Path) -> int:
+    """Walk the interpreter's op list with the shapes of its tensors after allocation."""
+    interpreter = _tflite_interpreter(path)
+    total = 0
+    for op in interpreter._get_ops_details():  # noqa: SLF001 - the only op-level API LiteRT exposes
+        name = op["op_name"]
+        if name in _TFLITE_CONVS or name in _TFLITE_MATMULS:
+            shapes = [_tflite_shape(interpreter, i) for i in op["inputs"]]
+            out = _tflite_shape(interpreter, op["outputs"][0])
+            total += _tflite_op_macs(name, shapes, out)
+    return int(total)
+
+
+def _tflite_interpreter(path: Path):
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType  # noqa: PLC0415
+    except ImportError:
+        raise RuntimeMissingError("counting MACs of .tflite needs LiteRT", "pip install ai-edge-litert") from None
+    try:
+        # Without the default delegate: XNNPACK would fold ops into one delegate node.
+        interpreter = Interpreter(model_path=str(path),
+                                  experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"cannot load {path} to count MACs ({str(exc).splitlines()[0]})") from None
+    return interpreter
+
+
+def _tflite_shape(interpreter, index: int) -> Optional[tuple[int, ...]]:
+    if index < 0:
+        return None  # an optional input left out (no bias)
+    return tuple(int(d) for d in interpreter._get_tensor_details(int(index), 0)["shape"])  # noqa: SLF001
+
+
+def _tflite_op_macs(name: str, inputs: list, out: tuple[int, ...]) -> int:
+    out_per_image = _prod(out[1:]) if len(out) > 1 else _prod(out)
+    if name == "CONV_2D":  # filter [Cout, kh, kw, Cin/groups]
+        return out_per_image * _prod(inputs[1][1:])
+    if name == "CONV_3D":  # filter [kd, kh, kw, Cin, Cout]
+        return out_per_image * _prod(inputs[1][:4])
+    if name == "DEPTHWISE_CONV_2D":  # filter [1, kh, kw, Cout]: kh*kw per output element
+        return out_per_image * _prod(inputs[1][1:3])
+    if name == "TRANSPOSE_CONV":  # inputs: output_shape, filter [Cout, kh, kw, Cin], input
+        data = inputs[2]
+        return _prod(data[1:]) * _prod(inputs[1][:3])
+    if name == "FULLY_CONNECTED":  # weights [units, in]
+        return out_per_image * int(inputs[1][-1])
+    if name == "BATCH_MATMUL":
+        return out_per_image * int(inputs[0][-1])
+    return 0
+
+
+# -- ONNX --------------------------------------------------------------------------------------------
+def count_onnx_macs(path: Path) -> int:
+    """Walk the graph after ONNX shape inference; QDQ graphs count their float Conv/MatMul like any other."""
+    try:
+        import onnx  # noqa: PLC0415
+        from onnx import shape_inference  # noqa: PLC0415
+    except ImportError:
+        raise RuntimeMissingError("counting MACs of .onnx needs the onnx package", "pip install onnx") from None
+    try:
+        model = shape_inference.infer_shapes(onnx.load(str(path)))
+    except Exception as exc:  # noqa: BLE001 - onnx raises several unrelated types for a bad file
+        raise ModelLoadError(f"cannot load {path} to count MACs ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    shapes = _onnx_shapes(model)
+    total = 0
+    for node in model.graph.node:
+        total += _onnx_node_macs(node, shapes)
+    return int(total)
+
+
+def _onnx_shapes(model) -> dict[str, tuple[int, ...]]:
+    """Shape of every named value; unknown (symbolic) dimensions, such as the batch, count as 1."""
+    graph = model.graph
+    shapes: dict[str, tuple[int, ...]] = {}
+    for init in graph.initializer:
+        shapes[init.name] = tuple(int(d) for d in init.dims)
+    for value in list(graph.input) + list(graph.value_info) + list(graph.output):
+        dims = value.type.tensor_type.shape.dim
+        shapes.setdefault(value.name, tuple(int(d.dim_value) if d.HasField("dim_value") else 1 for d in dims))
+    return shapes
+
+
+def _onnx_node_macs(node, shapes: dict[str, tuple[int, ...]]) -> int:
+    op = node.op_type
+    if op in ("Conv", "ConvInteger", "QLinearConv"):
+        weight = node.input[3] if op == "QLinearConv" else node.input[1]
+        out = shapes.get(node.output[0])
+        kernel = shapes.get(weight)
+        if out is None or kernel is None:
+            return 0
+        return _prod(out[1:]) * _prod(kernel[1:])  # W: [Cout, Cin/groups, kh, kw]
+    if op == "ConvTranspose":
+        data, kernel = shapes.get(node.input[0]), shapes.get(node.input[1])
+        if data is None or kernel is None:
+            return 0
+        return _prod(data[1:]) * _prod(kernel[1:])  # W: [Cin, Cout/groups, kh, kw]
+    if op in ("Gemm", "MatMul", "MatMulInteger", "QLinearMatMul"):
+        return _onnx_matmul_macs(node, shapes)
+    return 0
+
+
+def _onnx_matmul_macs(node, shapes: dict[str, tuple[int, ...]]) -> int:
+    """K x N per row from the weight's shape (an initializer, always known), rows per image from the output.
+
+    tf2onnx's Flatten is a Reshape to a computed shape, so the activation's shape is often unknown;
+    the weight's is not.
+    """
+    op = node.op_type
+    b_name = node.input[3] if op == "QLinearMatMul" else node.input[1]
+    b = shapes.get(b_name)
+    out = shapes.get(node.output[0]) or ()
+    if b is None or len(b) < 2:
+        a = shapes.get(node.input[0])
+        return _prod(out[1:]) * int(a[-1]) if a and len(out) > 1 else 0
+    if op == "Gemm":
+        trans_b = any(attr.name == "transB" and attr.i for attr in node.attribute)
+        k, n = (b[1], b[0]) if trans_b else (b[0], b[1])
+        return int(k) * int(n)
+    rows = _prod(out[1:-1]) if len(out) > 2 else 1
+    return rows * int(b[-2]) * int(b[-1])
+
+
+def _prod(values) -> int:
+    return int(np.prod(np.asarray(values, dtype=np.int64))) if values is not None and len(values) else 1
+
+
+def gmacs_per_s(macs: Optional[int], latency_ms: Optional[float]) -> Optional[float]:
+    """Achieved GMAC/s at a latency: MACs / seconds / 1e9."""
+    if not macs or not latency_ms or latency_ms <= 0:
+        return None
+    return macs / (latency_ms / 1000.0) / 1e9

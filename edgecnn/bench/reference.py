@@ -1,0 +1,121 @@
+"""The fp32 reference each artifact's accuracy is measured against, computed once and shared by all rows.
+
+Keras fp32 when TensorFlow is importable and the Keras file is known (``--reference``, or found by the
+manifest's source_sha256 beside the convert output or in the model cache); otherwise the fp32 artifact of
+the same family from the manifest, and the result says so; otherwise none (accuracy only, no loss).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from edgecnn.bench.accuracy import (AccuracyResult, align_labels, evaluate, find_keras_source, float_inputs,
+                                    keras_scores, pixels_for, predict, tensorflow_available)
+from edgecnn.bench.jobs import Artifact
+from edgecnn.data import Dataset
+from edgecnn.errors import EdgecnnError
+from edgecnn.manifest import OutputKind, Preprocessing
+from edgecnn.preprocess import InputEncoder, encode_float
+
+FAMILY_CPU_TARGET = {"tflite": "cpu", "onnx": "onnx-cpu"}
+
+
+class Reference:
+    def __init__(self, scores: Optional[np.ndarray], kind: str, file: Optional[str], note: str) -> None:
+        self.scores, self.kind, self.file, self.note = scores, kind, file, note
+
+
+class ReferenceBook:
+    """Prepared inputs and reference scores per model, cached for the whole bench run."""
+
+    def __init__(self, dataset: Optional[Dataset], keras_path: Optional[str], unsafe: bool, probe: bool) -> None:
+        self.dataset = dataset
+        self.keras_path = Path(keras_path) if keras_path else None
+        self.unsafe = unsafe
+        self.probe = probe
+        self.notes: list[str] = []
+        self._pixels: dict[Preprocessing, np.ndarray] = {}
+        self._refs: dict[tuple, Reference] = {}
+
+    def pixels(self, prep: Preprocessing) -> np.ndarray:
+        if prep not in self._pixels:
+            self._pixels[prep] = pixels_for(self.dataset, prep)
+        return self._pixels[prep]
+
+    def reference_for(self, art: Artifact, prep: Preprocessing, kind: OutputKind) -> Reference:
+        manifest = art.manifest
+        key = (manifest.source_sha256 if manifest else str(art.path), art.family, prep)
+        if key not in self._refs:
+            self._refs[key] = self._find(art, prep, kind)
+        return self._refs[key]
+
+    def _find(self, art: Artifact, prep: Preprocessing, kind: OutputKind) -> Reference:
+        keras_file = self._keras_file(art)
+        if keras_file is not None:
+            scores = keras_scores(keras_file, float_inputs(self.pixels(prep), prep), kind, self.unsafe)
+            return Reference(scores, "keras", str(keras_file), "Keras fp32 model")
+        why = "TensorFlow is not importable" if not tensorflow_available() else "the Keras source was not found"
+        fp32 = self._fp32_artifact(art)
+        if fp32 is None:
+            self._note(f"{art.model_name}: no fp32 reference ({why}, and no {art.family}-fp32 artifact)")
+            return Reference(None, "none", None, f"no reference: {why} and no fp32 artifact")
+        scores = self._artifact_scores(fp32, art.family, prep, kind)
+        self._note(f"{art.model_name}: reference is the {art.family}-fp32 artifact ({why})")
+        return Reference(scores, "fp32-artifact", str(fp32), f"fp32 artifact {fp32.name}, because {why}")
+
+    def _keras_file(self, art: Artifact) -> Optional[Path]:
+        if not tensorflow_available():
+            return None
+        if self.keras_path is not None:
+            return self.keras_path
+        if art.manifest is None:
+            return None
+        from edgecnn.converters.zoo import cache_dir  # noqa: PLC0415 - the trained default lives there
+
+        return find_keras_source(art.manifest, art.path.parent, extra=(cache_dir(),))
+
+    def _fp32_artifact(self, art: Artifact) -> Optional[Path]:
+        if art.manifest is None:
+            return None
+        for entry in art.manifest.artifacts:
+            if entry.name == f"{art.family}-fp32":
+                path = art.path.parent / entry.file
+                return path if path.is_file() else None
+        return None
+
+    def _artifact_scores(self, path: Path, family: str, prep: Preprocessing, kind: OutputKind) -> np.ndarray:
+        from edgecnn.devices.base import RunnerOptions  # noqa: PLC0415
+        from edgecnn.devices.runners import open_runner  # noqa: PLC0415
+
+        with open_runner(path, FAMILY_CPU_TARGET[family], RunnerOptions(probe=self.probe)) as runner:
+            encoded = _encode(self.pixels(prep), prep, runner.input)
+            return predict(runner.invoke, encoded, runner.output, kind)
+
+    def _note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+
+def _encode(pixels: np.ndarray, prep: Preprocessing, spec: Any) -> np.ndarray:
+    return encode_float(pixels, spec) if pixels.dtype != np.uint8 else InputEncoder.build(prep, spec)(pixels)
+
+
+def evaluate_artifact(art: Artifact, classifier: Any, dataset: Dataset, book: ReferenceBook) -> AccuracyResult:
+    """Top-1/top-5 of the artifact (one sample per invoke, as on the device) and its loss against the reference."""
+    prep = classifier.prep
+    pixels = book.pixels(prep)
+    runner = classifier.runner
+    encoded = _encode(pixels, prep, runner.input)
+    scores = predict(runner.invoke, encoded, runner.output, classifier.output_kind)
+    labelled = align_labels(dataset, classifier.labels, scores.shape[1]) if dataset.labels is not None else dataset
+    try:
+        ref = book.reference_for(art, prep, classifier.output_kind)
+    except EdgecnnError as exc:  # a reference that cannot run: the artifact's own accuracy still counts
+        ref = Reference(None, "none", None, f"reference failed: {exc.one_line()}")
+    if ref.file is not None and Path(ref.file).resolve() == art.path.resolve():
+        note = f"{ref.note} (this artifact is the reference)"
+    else:
+        note = ref.note
+    return evaluate(scores, labelled.labels, ref.scores, classifier.labels, ref.kind, ref.file, note)

@@ -1,0 +1,122 @@
+"""`edgecnn run` from the command line, on the int8 artifact that `edgecnn convert` wrote (mnist_convert)."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from edgecnn.cli import main
+from edgecnn.devices.videofile import digit_frames, write_video
+from edgecnn.manifest import ColorOrder
+from edgecnn.preprocess import InputEncoder, prepare_batch, to_float
+
+FRAMES = 120
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    frames, labels = digit_frames(FRAMES, size=224, start=300)
+    return write_video(frames, tmp_path_factory.mktemp("cli-run") / "digits.mkv", fps=25.0)
+
+
+@pytest.fixture(scope="module")
+def int8(mnist_convert):
+    return mnist_convert.artifact_path("tflite-int8")
+
+
+def decoded(path) -> np.ndarray:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while (got := cap.read())[0]:
+        frames.append(got[1])
+    cap.release()
+    return np.stack(frames)
+
+
+def jsonl_top1(path) -> np.ndarray:
+    return np.asarray([json.loads(line)["top_k"][0]["index"] for line in open(path, encoding="utf-8")])
+
+
+def test_cli_jsonl_matches_direct_litert_and_keras(tmp_path, video, int8, mnist_convert, mnist_keras_path):
+    from ai_edge_litert.interpreter import Interpreter
+    import keras
+
+    from edgecnn.devices.litert import tensor_spec
+
+    out = tmp_path / "frames.jsonl"
+    assert main(["run", str(int8), "--source", str(video), "--jsonl", str(out), "--no-show", "-q"]) == 0
+    top1 = jsonl_top1(out)
+    frames = decoded(video)
+    prep = mnist_convert.manifest.preprocessing
+    pixels = prepare_batch(frames, prep, ColorOrder.BGR)
+    interpreter = Interpreter(model_path=str(int8))
+    interpreter.allocate_tensors()
+    inp, outp = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    encoded = InputEncoder.build(prep, tensor_spec(inp))(pixels)
+    direct = []
+    for i in range(len(encoded)):
+        interpreter.set_tensor(inp["index"], encoded[i:i + 1])
+        interpreter.invoke()
+        direct.append(int(np.argmax(interpreter.get_tensor(outp["index"]))))
+    keras_top1 = np.argmax(keras.models.load_model(mnist_keras_path, safe_mode=True)
+                           .predict(to_float(pixels, prep), verbose=0), axis=1)
+    assert len(top1) == FRAMES
+    assert np.array_equal(top1, np.asarray(direct))
+    assert np.mean(top1 == keras_top1) >= 0.99
+
+
+def test_jsonl_to_stdout_carries_only_json_and_the_summary_goes_to_stderr(video, int8, capsys):
+    assert main(["run", str(int8), "--source", str(video), "--jsonl", "-", "--max-frames", "5", "--no-show"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert len(lines) == 5 and all(json.loads(line)["frame"] == i for i, line in enumerate(lines))
+    assert "max-frames" in captured.err and "inference ms p50 / p90" in captured.err
+
+
+def test_summary_table_and_record(tmp_path, video, int8, capsys):
+    record = tmp_path / "annotated.mp4"
+    assert main(["run", str(int8), "--source", str(video), "--max-frames", "10", "--record", str(record),
+                 "--no-show"]) == 0
+    out = capsys.readouterr().out
+    assert "edgecnn run" in out and "frames" in out and "dropped frames" in out
+    assert decoded(record).shape[0] == 10
+
+
+def test_model_without_manifest_needs_preprocessing_options(tmp_path, video, int8, capsys):
+    alone = tmp_path / "model.tflite"
+    shutil.copy(int8, alone)
+    assert main(["run", str(alone), "--source", str(video), "--max-frames", "3", "--no-show"]) == 2
+    err = capsys.readouterr().err
+    assert "manifest" in err and len(err.strip().splitlines()) == 1
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]))
+    out = tmp_path / "f.jsonl"
+    assert main(["run", str(alone), "--source", str(video), "--max-frames", "30", "--size", "28x28", "--color", "gray",
+                 "--labels", str(labels), "--jsonl", str(out), "--no-show", "-q"]) == 0
+    records = [json.loads(line) for line in open(out, encoding="utf-8")]
+    assert records[0]["top_k"][0]["label"] in labels.read_text().split()
+    with_manifest = tmp_path / "m.jsonl"
+    assert main(["run", str(int8), "--source", str(video), "--max-frames", "30", "--jsonl", str(with_manifest),
+                 "--no-show", "-q"]) == 0
+    assert np.array_equal(jsonl_top1(out), jsonl_top1(with_manifest))  # same preprocessing, given by hand
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--source", "no/such/video.mp4"], "is not a camera"),
+    (["--serve", "notaport"], "[HOST:]PORT"),
+    (["--size", "28"], "HxW"),
+    (["--color", "gray"], "need --size"),
+    (["--top-k", "0"], "--top-k"),
+    (["--device", "cpx"], "did you mean 'cpu'"),
+    (["--show"], "no GUI support"),
+])
+def test_bad_options_are_one_line_errors(args, message, video, int8, capsys):
+    argv = ["run", str(int8), "--source", str(video), "--max-frames", "2"] + args
+    if "--show" not in args:
+        argv.append("--no-show")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err

@@ -1,0 +1,70 @@
+"""--fallback auto on the real broken-by-int8 model: TFLite (debugger denylisted nodes) and ONNX
+(nodes_to_exclude) come back within 0.5 pp of Keras on the held-out digits, and an unmeetable budget
+fails with the report kept."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edgecnn.errors import AccuracyBudgetError
+
+
+@pytest.fixture(scope="module")
+def broken():
+    from edgecnn.converters.broken_model import trained_outlier_cnn
+    from edgecnn.converters.keras_load import load_model
+
+    return load_model(trained_outlier_cnn())
+
+
+@pytest.fixture(scope="module")
+def data():
+    from edgecnn.data import mnist_sample
+
+    val = mnist_sample("val")
+    calib = mnist_sample("train").images[:200].astype(np.float32) / 255.0
+    return calib, val.images.astype(np.float32) / 255.0, val.labels
+
+
+@pytest.mark.parametrize("family,suffix", [("tflite", ".tflite"), ("onnx", ".onnx")])
+def test_fallback_brings_int8_within_budget(broken, data, tmp_path, family, suffix):
+    from edgecnn.converters.broken_model import GUILTY_LAYER
+    from edgecnn.converters.fallback import auto_fallback, report_path
+
+    calib, val_x, val_y = data
+    out = tmp_path / f"broken_int8{suffix}"
+    report = auto_fallback(broken, family, calib, val_x, val_y, max_drop=0.5, out_path=out)
+    assert report.steps[0].keep_float == () and report.steps[0].drop_pp > 30.0  # int8 really broke it
+    assert report.met and report.steps[-1].drop_pp <= 0.5
+    assert GUILTY_LAYER in report.kept_float
+    assert all(step.size_bytes > 0 and step.latency_ms > 0 for step in report.steps)
+    saved = json.loads(report_path(out).read_text())
+    assert saved["kept_float"] == list(report.kept_float) and saved["met"] is True
+    assert out.stat().st_size == report.steps[-1].size_bytes
+    if family == "tflite":  # the written artifact is still int8 at its edges and runs
+        from edgecnn.converters.tflite import make_interpreter
+
+        interp = make_interpreter(out)
+        assert interp.get_input_details()[0]["dtype"] == np.int8
+        ops = {op["op_name"] for op in interp._get_ops_details()}
+        assert "DEQUANTIZE" in ops  # the float island
+
+
+def test_unmeetable_budget_fails_and_keeps_the_report(broken, data, tmp_path):
+    from edgecnn.converters.fallback import auto_fallback, report_path
+
+    calib, val_x, val_y = data
+    out = tmp_path / "m.tflite"
+    with pytest.raises(AccuracyBudgetError, match="max-drop") as info:
+        auto_fallback(broken, "tflite", calib, val_x[:300], val_y[:300], max_drop=-5.0, out_path=out)
+    report = info.value.report
+    assert not report.met and len(report.steps) >= 2
+    assert report_path(out).is_file() and out.is_file()
+
+
+def test_cumulative_groups_skip_repeats():
+    from edgecnn.converters.fallback import cumulative
+
+    assert cumulative([("a", "b"), ("b",), ("c",)]) == [(), ("a", "b"), ("a", "b", "c")]

@@ -1,0 +1,106 @@
+"""inspect: per-layer int8 error on the real broken-by-int8 model, TFLite (QuantizationDebugger) and ONNX
+(ONNX Runtime qdq_loss_debug); the metrics on synthetic tensors; names and input checks."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edgecnn.errors import DataError
+
+SAMPLES = 100
+
+
+@pytest.fixture(scope="module")
+def broken():
+    from edgecnn.converters.broken_model import trained_outlier_cnn
+    from edgecnn.converters.keras_load import load_model
+
+    return load_model(trained_outlier_cnn())
+
+
+@pytest.fixture(scope="module")
+def calib():
+    from edgecnn.data import mnist_sample
+
+    return mnist_sample("train").images[:SAMPLES].astype(np.float32) / 255.0
+
+
+@pytest.fixture(scope="module")
+def tflite_result(broken, calib):
+    from edgecnn.converters.inspect import inspect
+
+    return inspect(broken, calib)
+
+
+def test_tflite_names_the_outlier_layer_first(tflite_result):
+    from edgecnn.converters.broken_model import GUILTY_LAYER
+
+    worst = tflite_result.worst
+    assert worst.layer == GUILTY_LAYER
+    assert worst.op == "FULLY_CONNECTED"
+    # Ordinary channels round to zero: their SQNR is ~0 dB while the outliers keep the tensor's SQNR high.
+    assert worst.channel_sqnr_db < 3.0 < 20.0 < worst.sqnr_db
+    assert worst.float_max > 100 * worst.scale  # the outlier range the table shows
+    assert "classifier" in worst.keep_float  # its consumer must stay float too for the tensor to stay float
+    assert tflite_result.samples == SAMPLES
+
+
+def test_tflite_healthy_model_has_no_such_layer(mnist_keras_path, calib, tflite_result):
+    from edgecnn.converters.inspect import inspect
+
+    healthy = inspect(str(mnist_keras_path), calib)
+    assert healthy.worst.harm_db > 20.0
+    assert healthy.worst.harm_db > tflite_result.worst.harm_db + 20.0
+
+
+def test_onnx_names_the_outlier_layer_first(broken, calib):
+    from edgecnn.converters.broken_model import GUILTY_LAYER
+    from edgecnn.converters.inspect import Family, InspectOptions, inspect
+
+    result = inspect(broken, calib, options=InspectOptions(family=Family.ONNX))
+    assert result.worst.layer == GUILTY_LAYER
+    assert result.worst.channel_sqnr_db < 3.0
+    assert "classifier" in result.worst.keep_float
+    assert all(row.harm_db > 10.0 for row in result.layers[1:] if row.layer != GUILTY_LAYER)
+
+
+def test_result_serialises_to_json(tflite_result):
+    data = json.loads(json.dumps(tflite_result.to_dict()))
+    assert data["layers"][0]["layer"] == tflite_result.worst.layer
+    assert data["layers"][0]["harm_db"] == pytest.approx(tflite_result.worst.harm_db)
+
+
+def test_metrics_separate_outlier_channels_from_rounding_noise():
+    from edgecnn.converters.inspect import tensor_metrics
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, size=(64, 32))
+    x[:, 0] *= 1000.0  # one outlier channel
+    scale = x.max() / 255.0
+    q = np.round(x / scale) * scale
+    m = tensor_metrics(x, q, scale, channel_axis=-1)
+    assert m["sqnr_db"] > 30.0 and m["channel_sqnr_db"] < 3.0
+    fine_scale = 1.0 / 255.0
+    m2 = tensor_metrics(x[:, 1:], np.round(x[:, 1:] / fine_scale) * fine_scale, fine_scale, channel_axis=-1)
+    assert m2["channel_sqnr_db"] > 35.0
+    assert 0.2 < m2["rmse_scale"] < 0.35  # uniform rounding noise: 1/sqrt(12)
+
+
+def test_layer_names_map_to_keras_layers():
+    from edgecnn.converters.inspect import layer_of
+
+    known = ("conv", "hidden", "conv2d_1", "classifier")
+    assert layer_of("mnist_outlier_1/hidden_1/MatMul;mnist_outlier_1/hidden_1/Relu", known) == "hidden"
+    assert layer_of("StatefulPartitionedCall/m_1/classifier_1/MatMul/MatMulAddFusion", known) == "classifier"
+    assert layer_of("model_1/conv2d_1/Relu", known) == "conv2d_1"
+
+
+def test_calibration_of_the_wrong_shape_is_a_data_error(broken):
+    from edgecnn.converters.inspect import inspect
+
+    with pytest.raises(DataError, match="shape"):
+        inspect(broken, np.zeros((4, 32, 32, 3), np.float32))
+    with pytest.raises(DataError, match="dtype"):
+        inspect(broken, np.zeros((4, 28, 28, 1), np.uint8))
