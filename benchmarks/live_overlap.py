@@ -7,7 +7,9 @@ Three cases, on a video of real MNIST digits scaled to 224x224 (decoded by OpenC
 2. inference slower than the source, file read as fast as inference takes frames (lossless): MobileNetV2
    int8 224x224 (weights=None: timing only) on one LiteRT thread; throughput must be >= 90 % of
    1 / (inference time), where inference time is the Classifier's per-frame time (preprocess + invoke +
-   postprocess) measured alone on the same frames with no capture at all;
+   postprocess), measured two ways: alone on the same frames with no capture at all, just before the run
+   (noisy on a shared machine), and as the mean of that time inside the run itself (same moment, same
+   load: the ratio then says how much of the run's wall time went to anything but classifying);
 3. the same with a camera-like source faster than inference (a 200 FPS file, --realtime): frames are
    dropped, not queued, and throughput is again compared with 1 / (inference time).
 
@@ -107,16 +109,27 @@ def serial_fps(classifier: Classifier, video: Path, limit: int) -> float:
 
 
 def live(model, video: Path, classifier, **options) -> dict:
-    summary = run(model, source=str(video), classifier=classifier, options=RunOptions(display=Display.HIDE, **options))
+    """One live run; also the mean per-frame classify time measured inside the run (same load, same moment)."""
+    classify_ms: list[float] = []
+
+    def collect(record: dict) -> None:
+        ms = record["ms"]
+        classify_ms.append(ms["preprocess"] + ms["inference"] + ms["postprocess"])
+
+    summary = run(model, source=str(video), classifier=classifier, on_frame=collect,
+                  options=RunOptions(display=Display.HIDE, **options))
+    mean_ms = float(np.mean(classify_ms[1:])) if len(classify_ms) > 1 else float("nan")
     return {"frames": summary.frames, "seconds": summary.seconds, "fps": summary.fps, "captured": summary.captured,
-            "dropped": summary.dropped, "ended_by": summary.ended_by.value, "ms": summary.ms}
+            "dropped": summary.dropped, "ended_by": summary.ended_by.value, "ms": summary.ms,
+            "classify_ms_mean_in_run": round(mean_ms, 3),
+            "ratio_to_in_run_classify": round(summary.fps * mean_ms / 1e3, 3)}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=150, help="frames per MobileNetV2 run")
     parser.add_argument("--threads", type=int, default=1, help="LiteRT threads for MobileNetV2")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating measurement rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating measurement rounds")
     parser.add_argument("--out", type=Path, default=RESULTS / "live_overlap.json")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="live-overlap-"))
@@ -131,7 +144,8 @@ def main() -> int:
     with Classifier.open(mnist) as clf:
         case = live(mnist, paced, clf, realtime=True)
         case["source_fps"] = 25.0
-        case["keeps_up"] = case["dropped"] == 0 and case["fps"] >= 0.95 * 25.0
+        # Keeping up: (nearly) every source frame classified, at (nearly) the source's rate.
+        case["keeps_up"] = case["frames"] >= 98 and case["fps"] >= 0.95 * 25.0
         results["source_slower_mnist_int8_paced_25fps"] = case
 
     model = mobilenet_int8()
@@ -146,18 +160,22 @@ def main() -> int:
             lossless = live(model, full, clf, max_frames=args.frames)
             camera_like = live(model, fast, clf, realtime=True, loop=True, max_frames=args.frames)
             rounds.append({"classify_alone_ms": round(per_frame * 1e3, 3), "ideal_fps": round(ideal, 2),
+                           "lossless_in_run_ratio": lossless["ratio_to_in_run_classify"],
+                           "camera_like_in_run_ratio": camera_like["ratio_to_in_run_classify"],
                            "serial_fps": round(serial, 2), "serial_ratio": round(serial / ideal, 3),
                            "lossless": lossless, "lossless_ratio": round(lossless["fps"] / ideal, 3),
                            "camera_like": camera_like, "camera_like_ratio": round(camera_like["fps"] / ideal, 3)})
     results["mobilenet_v2_int8_rounds"] = rounds
     median = {key: float(np.median([r[key] for r in rounds]))
-              for key in ("classify_alone_ms", "ideal_fps", "serial_ratio", "lossless_ratio", "camera_like_ratio")}
+              for key in ("classify_alone_ms", "ideal_fps", "serial_ratio", "lossless_ratio", "camera_like_ratio",
+                          "lossless_in_run_ratio", "camera_like_in_run_ratio")}
     median["camera_like_dropped"] = [r["camera_like"]["dropped"] for r in rounds]
     median["threads"] = args.threads
     results["mobilenet_v2_int8_median"] = median
     results["machine"]["load_avg_end"] = os.getloadavg()
     results["pass"] = bool(results["source_slower_mnist_int8_paced_25fps"]["keeps_up"]
                            and median["lossless_ratio"] >= 0.9 and median["camera_like_ratio"] >= 0.9)
+    results["pass_in_run"] = bool(median["lossless_in_run_ratio"] >= 0.9 and median["camera_like_in_run_ratio"] >= 0.9)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

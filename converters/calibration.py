@@ -78,8 +78,9 @@ def build_preprocessing(input_shape: tuple[int, ...], request: PrepRequest, laye
 def _geometry(input_shape: tuple[int, ...], color: Optional[ColorOrder]) -> tuple[int, int, int, bool]:
     if len(input_shape) == 3 and input_shape[2] in (1, 3):
         return input_shape[0], input_shape[1], input_shape[2], False
-    if len(input_shape) == 2:
-        return input_shape[0], input_shape[1], 1, False
+    if len(input_shape) == 2:  # (H, W): the manifest describes images with a channel axis or flat vectors
+        raise UsageError(f"model input shape {input_shape} has no channel axis",
+                         "give the model an (H, W, 1) input (keras.Input((H, W, 1))) or a flat (H*W,) one")
     if len(input_shape) == 1:  # a flat vector: a square grey (or colour) image flattened
         size = input_shape[0]
         channels = 3 if color in (ColorOrder.RGB, ColorOrder.BGR) else 1

@@ -127,6 +127,41 @@ def auto_fallback(loaded: Any, family: str, calib: np.ndarray, val_x: np.ndarray
     return report
 
 
+def fallback_artifact(job: Any, verify_data: Any, max_drop: float) -> tuple[Any, FallbackReport]:
+    """The convert pipeline's hook: rebuild ``job`` (an int8 BuildJob over budget) at ``job.out_path`` with the
+    fewest harmful layers kept in float that meets ``max_drop``; return the BuiltArtifact and the report.
+
+    A budget that cannot be met is not raised here: the last (most float) step is kept, and the pipeline's
+    own --max-drop check fails after the manifest is written, as for any artifact over budget.
+    """
+    from edgecnn.converters.steps import BuiltArtifact, embed_metadata  # noqa: PLC0415
+
+    family = job.fmt.family
+    try:
+        report = auto_fallback(job.model, family, job.calib_inputs, verify_data.inputs, verify_data.labels, max_drop,
+                               Path(job.out_path), io=str(getattr(job.io, "value", job.io)), per_channel=job.per_channel,
+                               calib_method=job.calib_method)
+    except AccuracyBudgetError as exc:
+        report = exc.report
+    notes = embed_metadata(family, Path(job.out_path), job.metadata) if job.metadata else ()
+    inp, out = _io_specs(family, Path(job.out_path))
+    kept = ", ".join(report.kept_float) or "none"
+    summary = (f"--fallback auto: {len(report.steps) - 1} step(s), kept in float: {kept}; "
+               f"{'within' if report.met else 'NOT within'} --max-drop {max_drop:g} "
+               f"(report {report_path(job.out_path).name})")
+    return BuiltArtifact(fmt=job.fmt, path=Path(job.out_path), input=inp, output=out, notes=(summary, *notes)), report
+
+
+def _io_specs(family: str, path: Path) -> tuple[Any, Any]:
+    if family == "tflite":
+        from edgecnn.converters.tflite import tflite_io_specs  # noqa: PLC0415
+
+        return tflite_io_specs(path)
+    from edgecnn.converters.onnx_export import onnx_io_specs  # noqa: PLC0415
+
+    return onnx_io_specs(path)
+
+
 def report_path(out_path: Path) -> Path:
     out_path = Path(out_path)
     return out_path.with_name(out_path.name + ".fallback.json")

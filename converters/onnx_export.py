@@ -1,9 +1,11 @@
 """Keras -> fp32 ONNX through a SavedModel and tf2onnx, plus reading an ONNX model's I/O and metadata.
 
-tf2onnx's ``from_keras`` does not handle Keras 3 models, and tf2onnx 1.17 has no Python
-``from_saved_model``, so the model is exported as a SavedModel (its serving signature runs the model in
-inference mode: Dropout and the Random* augmentation layers are identities there and leave no ops) and
-converted by tf2onnx's own command line in a child process.
+tf2onnx's ``from_keras`` does not handle Keras 3 models and tf2onnx 1.17 has no ``from_saved_model``
+in its convert API, so the model is exported as a SavedModel, frozen by ``tf2onnx.tf_loader`` and
+converted by ``tf2onnx.convert.from_graph_def`` in this process (a child running ``python -m
+tf2onnx.convert`` would import TensorFlow a second time: 3 to 10 s on a 2-core machine).
+``from_graph_def`` keeps ops it cannot convert as TensorFlow ops, so the result is checked against the
+ONNX operator schemas and the ONNX checker: such an op is a ConversionError, not a file no runtime loads.
 
 Keras 3's augmentation layers still build random ops into an inference-mode graph (tf2onnx then writes
 ops ONNX does not have), so before export the training-only layers are swapped for Identity in a clone
@@ -15,12 +17,11 @@ Runners may feed any batch size.
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import contextlib
+import logging
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from edgecnn.errors import ConversionError, InputPathError, ModelLoadError, OutputPathError
 from edgecnn.fileio import atomic_path
@@ -30,7 +31,6 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 DEFAULT_OPSET = 17  # per-channel QDQ needs >= 13; 17 is supported by every onnxruntime since 1.11
 MANIFEST_KEY = "edgecnn_manifest"
-CONVERT_TIMEOUT_S = 1800
 # Layers that are the identity at inference. RandomCrop is not here: at inference it crops/resizes.
 TRAINING_ONLY_LAYERS = frozenset({
     "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "AlphaDropout", "GaussianDropout",
@@ -150,19 +150,47 @@ def _check_saved_model_dir(path: Path) -> Path:
 
 
 def _run_tf2onnx(saved_model: Path, out: Path, opset: int) -> None:
-    command = [sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(saved_model),
-               "--output", str(out), "--opset", str(opset)]
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import onnx  # noqa: PLC0415
+    from tf2onnx import tf_loader  # noqa: PLC0415
+    from tf2onnx.convert import from_graph_def  # noqa: PLC0415
+
     try:
-        subprocess.run(command, check=True, capture_output=True, text=True, env=env, timeout=CONVERT_TIMEOUT_S)
-    except subprocess.CalledProcessError as exc:
-        raise ConversionError(f"tf2onnx failed to convert the SavedModel ({_error_line(exc.stderr)})",
+        with _quiet_loggers():
+            graph_def, inputs, outputs, renames = tf_loader.from_saved_model(
+                str(saved_model), None, None, return_tensors_to_rename=True)
+            proto, _ = from_graph_def(graph_def, name=saved_model.name, input_names=inputs, output_names=outputs,
+                                      opset=opset, tensors_to_rename=renames)
+    except Exception as exc:  # noqa: BLE001 - TensorFlow and tf2onnx raise many types; report one line
+        raise ConversionError(f"tf2onnx failed to convert the SavedModel ({type(exc).__name__}: "
+                              f"{_first_line(str(exc))})",
                               "see whether every layer has an ONNX equivalent, or try another --opset") from None
-    except subprocess.TimeoutExpired:
-        raise ConversionError(f"tf2onnx did not finish within {CONVERT_TIMEOUT_S} s") from None
-    if not out.is_file():
-        raise ConversionError("tf2onnx reported success but wrote no ONNX file")
+    _refuse_unconverted(proto)
+    onnx.save(proto, str(out))
+
+
+def _refuse_unconverted(proto: Any) -> None:
+    """Raise if tf2onnx left TensorFlow ops that no ONNX runtime can run (it keeps going past them)."""
+    import onnx  # noqa: PLC0415
+
+    left = sorted({node.op_type for node in proto.graph.node if not onnx.defs.has(node.op_type, node.domain)})
+    if left:
+        raise ConversionError(f"tf2onnx cannot convert the TensorFlow op(s) {', '.join(left)}",
+                              "remove or replace the layers that use them (training-only layers are dropped "
+                              "automatically for Keras models, not for SavedModel folders)")
+
+
+@contextlib.contextmanager
+def _quiet_loggers() -> Iterator[None]:
+    """Silence tf2onnx's notes and errors and TensorFlow's v1-API deprecation warnings while converting."""
+    loggers = [logging.getLogger(name) for name in ("tf2onnx", "tensorflow")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)  # failures come back as one ConversionError instead
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _write_renamed(raw: Path, dest: Path) -> None:
@@ -215,15 +243,6 @@ def _tensor_spec(value: Any) -> TensorSpec:
     dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
     shape = tuple(dim.dim_value if dim.HasField("dim_value") else -1 for dim in tensor_type.shape.dim)
     return TensorSpec(name=value.name, shape=shape, dtype=dtype)
-
-
-def _error_line(stderr: str) -> str:
-    """The most telling line of tf2onnx's stderr: the last one naming an error, else the last line."""
-    lines = [line.strip() for line in (stderr or "").splitlines() if line.strip()]
-    for line in reversed(lines):
-        if "Error" in line or "error" in line:
-            return line[:300]
-    return lines[-1][:300] if lines else "no message"
 
 
 def _first_line(text: str) -> str:

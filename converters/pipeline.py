@@ -111,6 +111,7 @@ def convert(model: Optional[str | Path] = None, calib: Optional[str | Path] = No
                         preprocessing=prep, labels=labels, output_kind=_output_kind(loaded),
                         versions=_versions(), calibration=calib_record,
                         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    manifest.validate()  # what the runners will check when they read it
     reporter = ProgressReporter(enabled=options.progress)
     entries = _build_all(loaded, formats, out_dir, chosen_calib, verify_data, manifest, options, reporter)
     manifest = manifest.with_artifacts(tuple(entries))

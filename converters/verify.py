@@ -69,14 +69,8 @@ def _run_artifact(path: Path, family: str, batch: np.ndarray, progress: Optional
     from edgecnn.devices.runners import open_runner  # noqa: PLC0415
 
     target = "cpu" if family == "tflite" else "onnx-cpu"
-    try:
-        # probe=False: the file was written by this process a moment ago, there is no untrusted input to isolate.
-        runner = open_runner(path, target, RunnerOptions(probe=False))
-    except ModuleNotFoundError:
-        if family != "onnx":
-            raise
-        runner = _OrtSession(path)  # the onnx-cpu runner module is not there yet: plain ONNX Runtime
-    with runner:
+    # probe=False: the file was written by this process a moment ago, there is no untrusted input to isolate.
+    with open_runner(path, target, RunnerOptions(probe=False)) as runner:
         chunks = []
         for start in range(0, len(batch), BATCH):
             chunk = batch[start:start + BATCH]
@@ -85,21 +79,3 @@ def _run_artifact(path: Path, family: str, batch: np.ndarray, progress: Optional
                 progress(len(chunk))
     return np.concatenate(chunks)
 
-
-class _OrtSession:
-    """ONNX Runtime on the CPU, used only while edgecnn.devices has no onnx-cpu runner."""
-
-    def __init__(self, path: Path) -> None:
-        import onnxruntime as ort  # noqa: PLC0415
-
-        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-
-    def invoke(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: batch})[0]
-
-    def __enter__(self) -> "_OrtSession":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.session = None

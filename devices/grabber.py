@@ -2,8 +2,8 @@
 
 One slot, not a queue: a frame that inference did not take before the next one arrived is dropped and
 counted, so inference never works on stale frames and memory stays flat. A file read without pacing is
-``lossless`` instead: capture waits for the slot to be taken, so every frame is classified (capture of
-frame n+1 still overlaps inference on frame n).
+``lossless`` instead: capture decodes at most ``lossless_depth`` frames ahead and then waits, so every
+frame is classified while decoding still overlaps inference (a file has no stale frames to avoid).
 
 Faults: a live source (camera, stream) that raises, returns empty frames or blocks for longer than
 ``stall_timeout`` is closed and reopened with exponential backoff, forever unless ``max_reopens`` is set.
@@ -27,6 +27,7 @@ from edgecnn.errors import EdgecnnError, SourceError
 @dataclass(frozen=True)
 class GrabberOptions:
     lossless: bool = False          # hand every frame: capture waits for inference (files without pacing)
+    lossless_depth: int = 3         # lossless only: frames decoded ahead, to absorb scheduling jitter
     realtime: bool = False          # pace a source at its nominal FPS (a file played like a camera)
     stall_timeout: float = 5.0      # a read blocked this long is a failure: abandon it and reopen
     backoff_initial: float = 0.1    # seconds before the first reopen; doubles up to backoff_max
@@ -54,7 +55,7 @@ class LatestFrameGrabber:
         self._on_event = on_event
         self._cond = threading.Condition()
         self._stop = threading.Event()
-        self._slot: Optional[Frame] = None
+        self._slot: collections.deque[Frame] = collections.deque()
         self._seq = 0
         self._gen = 0
         self._read_started: Optional[float] = None
@@ -86,12 +87,12 @@ class LatestFrameGrabber:
         """The newest frame not handed out yet; None on timeout or when the source has ended (see ``ended``)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._slot is None and not self._ended:
+            while not self._slot and not self._ended:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return None
                 self._cond.wait(remaining)
-            frame, self._slot = self._slot, None
+            frame = self._slot.popleft() if self._slot else None
             self._cond.notify_all()  # a lossless reader waits for the slot to empty
             if frame is None and self._error is not None:
                 raise self._error
@@ -100,7 +101,7 @@ class LatestFrameGrabber:
     @property
     def ended(self) -> bool:
         with self._cond:
-            return self._ended and self._slot is None
+            return self._ended and not self._slot
 
     def stop(self) -> None:
         self._stop.set()
@@ -231,7 +232,7 @@ class LatestFrameGrabber:
 
     def _wait_slot_free(self, gen: int) -> bool:
         with self._cond:
-            while self._slot is not None and self._current(gen):
+            while len(self._slot) >= self.options.lossless_depth and self._current(gen):
                 self._cond.wait(0.5)
             return self._current(gen)
 
@@ -252,11 +253,12 @@ class LatestFrameGrabber:
         with self._cond:
             if gen != self._gen:
                 return  # an abandoned reader's late frame
-            if self._slot is not None:
+            if self._slot and not self.options.lossless:
+                self._slot.clear()  # the newest frame replaces an untaken one: counted, never queued
                 self.dropped += 1
             self._seq += 1
             self.captured += 1
-            self._slot = Frame(image, self._seq, time.time(), capture_ms)
+            self._slot.append(Frame(image, self._seq, time.time(), capture_ms))
             self._cond.notify_all()
 
     def _finish(self) -> None:

@@ -159,8 +159,11 @@ class LiteRTRunner(Runner):
         self._notes = tuple(notes)
         self._interpreter = make_interpreter(self.model_path, self.threads, self.use_xnnpack, self._delegates,
                                              self.runtime)
-        inputs = self._interpreter.get_input_details()
-        outputs = self._interpreter.get_output_details()
+        try:
+            inputs = self._interpreter.get_input_details()
+            outputs = self._interpreter.get_output_details()
+        except (UnicodeDecodeError, ValueError, RuntimeError) as exc:  # e.g. a tensor name that is not UTF-8
+            raise self._load_error(exc) from None
         if len(inputs) != 1 or not outputs:
             raise ModelLoadError(f"{self.model_path.name} has {len(inputs)} inputs and {len(outputs)} outputs",
                                  "edgecnn runs single-input classification models")
@@ -170,7 +173,22 @@ class LiteRTRunner(Runner):
         self._out_index = outputs[0]["index"]
         self._in_dtype = np.dtype(inputs[0]["dtype"])
         self._batch = int(inputs[0]["shape"][0])
-        self._resizable = self.input.shape[0] == -1
+        self._resizable = bool(self.input.shape) and self.input.shape[0] == -1
+        self._warm_up(inputs[0])
+
+    def _warm_up(self, detail: dict[str, Any]) -> None:
+        """One invoke on zeros at load time: LiteRT applies XNNPACK lazily at the first invoke, and a damaged
+        model can fail only there; better now, as a ModelLoadError, than on the first camera frame."""
+        try:
+            self._interpreter.set_tensor(self._in_index, np.zeros(detail["shape"], dtype=self._in_dtype))
+            self._interpreter.invoke()
+        except (ValueError, RuntimeError, MemoryError) as exc:
+            raise self._load_error(exc) from None
+
+    def _load_error(self, exc: BaseException) -> ModelLoadError:
+        first = " ".join(str(exc).split())[:300] or type(exc).__name__
+        return ModelLoadError(f"{self.runtime.name} cannot run {self.model_path.name} ({first})",
+                              "the file is damaged or uses what this runtime does not support; re-convert it")
 
     def invoke(self, batch: np.ndarray) -> np.ndarray:
         if batch.dtype != self._in_dtype:
@@ -191,7 +209,10 @@ class LiteRTRunner(Runner):
             interpreter.set_tensor(self._in_index, batch)
         except ValueError as exc:
             raise DataError(f"batch of shape {batch.shape} does not fit the model input {self.input.shape} ({exc})") from None
-        interpreter.invoke()
+        try:
+            interpreter.invoke()
+        except RuntimeError as exc:
+            raise self._load_error(exc) from None
         return interpreter.get_tensor(self._out_index)
 
     def _resize(self, n: int) -> None:

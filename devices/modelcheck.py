@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 from enum import Enum
@@ -107,13 +108,18 @@ def check_model(path: Path, probe: bool = True, timeout_s: float = PROBE_TIMEOUT
     if fmt == ModelFormat.TFLITE:
         _walk(path)
     if probe and fmt in (ModelFormat.TFLITE, ModelFormat.ONNX):
-        probe_in_child(path, fmt, timeout_s)
+        probe_in_child(path, fmt, timeout_s)  # runs onnx.checker there too
+    elif fmt == ModelFormat.ONNX:
+        check_onnx(path)
     return fmt
 
 
 def _check_header(path: Path) -> ModelFormat:
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
+            raise ModelLoadError(f"{path} is not a regular file", "give a .tflite or .onnx model file")
+        size = info.st_size
         with open(path, "rb") as handle:
             head = handle.read(64)
     except OSError as exc:
@@ -146,6 +152,19 @@ def _walk(path: Path) -> None:
                              "the file is truncated or damaged; copy the artifact again") from None
     except OSError as exc:
         raise ModelLoadError(f"cannot read model file {path} ({exc.strerror or exc})") from None
+
+
+def check_onnx(path: Path) -> None:
+    """onnx.checker in this process (protobuf parsing is bounds-checked); skipped when onnx is not installed."""
+    try:
+        import onnx  # noqa: PLC0415 - optional on a device
+    except ImportError:
+        return
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as exc:  # noqa: BLE001 - ValidationError, DecodeError and friends
+        raise ModelLoadError(f"{path.name} is not a valid ONNX model ({type(exc).__name__}: {_first_line(exc)})",
+                             "the file is truncated or damaged; copy the artifact again") from None
 
 
 def _digest(path: Path) -> str:

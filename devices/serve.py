@@ -12,6 +12,7 @@ one that stalls is dropped by its socket timeout.
 from __future__ import annotations
 
 import json
+import select
 import socket
 import threading
 from http import HTTPStatus
@@ -216,14 +217,28 @@ class ViewerHandler(BaseHTTPRequestHandler):
         sent = 0
         while True:
             with shared.cond:
-                while not shared.closing and shared.jpeg_seq == sent:
+                if shared.jpeg_seq == sent and not shared.closing:
                     shared.cond.wait(1.0)
                 if shared.closing:
                     return
-                jpeg, sent = shared.jpeg, shared.jpeg_seq
+                fresh = shared.jpeg_seq != sent
+                if fresh:
+                    jpeg, sent = shared.jpeg, shared.jpeg_seq
+            if not fresh:
+                if self._client_gone():
+                    return  # hung up while no frames came: free the viewer slot now
+                continue
             head = (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n").encode()
             self.wfile.write(head + jpeg + b"\r\n")
             self.wfile.flush()
+
+    def _client_gone(self) -> bool:
+        """True when the client closed its end (readable with nothing to read) or the socket failed."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet: the run prints its own lines
         return

@@ -142,6 +142,13 @@ def as_bgr(frame: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frame)
 
 
+_OPEN_HINTS = {
+    SourceKind.CAMERA: "check that it is plugged in and not in use by another program (`edgecnn doctor` lists cameras)",
+    SourceKind.STREAM: "check the URL and that the stream is up (try it with ffplay or VLC)",
+    SourceKind.VIDEO: "check that it is a video file OpenCV can decode (.mp4, .avi, .mkv)",
+}
+
+
 class OpenCVSource(FrameSource):
     """A camera, a stream or a video file through cv2.VideoCapture (V4L2 for cameras on Linux)."""
 
@@ -164,8 +171,7 @@ class OpenCVSource(FrameSource):
         cap = (self._capture_factory or cv2.VideoCapture)(target, backend)
         if not cap.isOpened():
             cap.release()
-            raise SourceError(f"cannot open {self.spec.describe()}",
-                              "check that it exists and is not in use by another program")
+            raise SourceError(f"cannot open {self.spec.describe()}", _OPEN_HINTS[self.spec.kind])
         if self.spec.kind == SourceKind.CAMERA:
             # A one-frame driver buffer: the newest frame, not one that waited in the driver's queue.
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
@@ -130,7 +129,3 @@ def _read_text(path: str) -> Optional[str]:
 def _read_lines(path: str) -> list[str]:
     text = _read_text(path)
     return text.splitlines() if text else []
-
-
-def python_executable() -> str:
-    return sys.executable

@@ -146,7 +146,7 @@ def _row_base(job: Job) -> BenchRow:
 def _measure(job: Job, dataset: Optional[Dataset], book: ReferenceBook, options: BenchOptions,
              accuracy_cache: dict, base: BenchRow) -> BenchRow:
     from edgecnn.devices.base import RunnerOptions  # noqa: PLC0415
-    from edgecnn.devices.classify import Classifier  # noqa: PLC0415
+    from edgecnn.devices.classify import Classifier, check_against_model  # noqa: PLC0415
     from edgecnn.devices.modelcheck import check_model  # noqa: PLC0415
     from edgecnn.devices.runners import open_runner  # noqa: PLC0415
 
@@ -158,6 +158,7 @@ def _measure(job: Job, dataset: Optional[Dataset], book: ReferenceBook, options:
     load_rss = timing.current_rss_mb() - rss_before
     with runner:
         prep, labels, kind = model_io(art, runner)
+        check_against_model(runner, prep, labels, art.manifest)  # a manifest for another model is refused
         classifier = Classifier(runner, prep, labels, kind, top_k=5, manifest=art.manifest)
         frame = sample_frame(dataset, prep)
         encoded = classifier.encoder(np.asarray(classifier.prepare(frame, ColorOrder.RGB))[None])

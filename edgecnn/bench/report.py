@@ -215,10 +215,11 @@ def plot_accuracy(raw: dict[str, Any]) -> Optional[str]:
     if not points:
         return None
     plt = _matplotlib()
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for x, y, label in points:
-        ax.scatter([x], [y], s=25)
-        ax.annotate(label, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    fig, ax = plt.subplots(figsize=(9, 5))
+    markers = "osD^v<>phX*"
+    for i, (x, y, label) in enumerate(points):  # a legend, not annotations: rows often share a point
+        ax.scatter([x], [y], s=30, marker=markers[i % len(markers)], label=label, alpha=0.8)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_xlabel("raw inference p50, ms")
     labelled = any((r.get("accuracy") or {}).get("top1") is not None for r in raw["rows"])
     ax.set_ylabel("top-1 accuracy, %" if labelled else "top-1 agreement with the reference, %")

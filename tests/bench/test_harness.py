@@ -172,3 +172,25 @@ def test_without_tensorflow_the_fp32_artifact_is_the_reference(mnist_convert, mo
     assert acc.reference_file.endswith("_fp32.tflite")
     assert "TensorFlow is not importable" in acc.reference_note
     assert any("reference is the tflite-fp32 artifact" in note for note in result.notes)
+
+
+def test_bench_runs_where_tensorflow_cannot_be_imported(mnist_convert):
+    """A Pi has no TensorFlow: bench must still run, with the fp32 artifact as the reference."""
+    import json
+    import subprocess
+    import sys
+
+    code = f"""
+import sys, json
+sys.modules["tensorflow"] = None  # import tensorflow now raises ImportError
+sys.modules["keras"] = None
+from edgecnn.bench.harness import BenchOptions, bench
+result = bench([{str(mnist_convert.artifact_path("tflite-int8"))!r}], ["cpu"], [1], data="mnist",
+               options=BenchOptions(runs=10, step=False, max_samples=100, progress=False))
+row = result.rows[0]
+print(json.dumps({{"status": row.status.value, "reference": row.accuracy.reference, "reason": row.reason}}))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out == {"status": "ok", "reference": "fp32-artifact", "reason": ""}

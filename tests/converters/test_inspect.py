@@ -104,3 +104,33 @@ def test_calibration_of_the_wrong_shape_is_a_data_error(broken):
         inspect(broken, np.zeros((4, 32, 32, 3), np.float32))
     with pytest.raises(DataError, match="dtype"):
         inspect(broken, np.zeros((4, 28, 28, 1), np.uint8))
+
+
+# -- the command line ------------------------------------------------------------------------------
+def test_cli_inspect_json_names_the_layer_and_flags_raw_pixels(tmp_path, capsys, calib):
+    from edgecnn.cli import main
+    from edgecnn.converters.broken_model import GUILTY_LAYER, trained_outlier_cnn
+
+    raw = tmp_path / "raw_pixels.npy"
+    np.save(raw, (calib[:60] * 255.0).astype(np.float32))  # 0-255 floats for a model trained on 0-1
+    code = main(["inspect", str(trained_outlier_cnn()), "--calib", str(raw), "--samples", "60", "--json"])
+    data = json.loads(capsys.readouterr().out)["inspect"]
+    assert code == 0
+    assert data["layers"][0]["layer"] == GUILTY_LAYER
+    findings = {f["check"]: f["level"] for f in data["calibration_audit"]["findings"]}
+    assert findings["input-range"] == "problem"
+
+
+def test_cli_edgetpu_from_keras_writes_the_ready_model(tmp_path, capsys, mnist_keras_path):
+    from edgecnn.cli import main
+
+    code = main(["inspect", str(mnist_keras_path), "--calib", "mnist", "--samples", "20", "--target", "edgetpu",
+                 "--out", str(tmp_path), "--json"])
+    data = json.loads(capsys.readouterr().out)["edgetpu"]
+    assert code == 0
+    assert data["prediction"]["fully_mapped"] is True and data["compiler"] is None
+    assert (tmp_path / "mnist_cnn_int8_edgetpu_ready.tflite").is_file()
+    assert main(["inspect", str(mnist_keras_path), "--calib", "mnist", "--target", "edgetpu", "--out",
+                 str(tmp_path)]) == 2  # exists: refused without --force
+    assert main(["inspect", str(next(tmp_path.glob("*.tflite")))]) == 2  # a .tflite needs --target edgetpu
+    assert "--target edgetpu" in capsys.readouterr().err

@@ -162,6 +162,21 @@ def test_missing_and_wrong_model_paths_raise_typed_one_line_errors(tmp_path):
     assert not (tmp_path / "out.onnx").exists()
 
 
+def test_an_op_onnx_lacks_is_a_conversion_error_not_a_broken_file(tmp_path):
+    import tensorflow as tf
+
+    class Noisy(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+        def __call__(self, x):
+            return x + tf.random.stateless_uniform(tf.shape(x), seed=[1, 2])
+
+    tf.saved_model.save(Noisy(), str(tmp_path / "noisy"))
+    with pytest.raises(ConversionError, match="cannot convert the TensorFlow op.*StatelessRandomUniform") as error:
+        export_onnx(tmp_path / "noisy", tmp_path / "noisy.onnx")
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "noisy.onnx").exists() and leftovers(tmp_path) == []
+
+
 def test_tf2onnx_failure_is_one_conversion_error_and_writes_nothing(tmp_path):
     broken = tmp_path / "broken_saved_model"
     broken.mkdir()

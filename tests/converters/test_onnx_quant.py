@@ -162,6 +162,6 @@ def test_bad_paths_names_and_methods_are_typed_errors(fp32, calib, work, tmp_pat
     with pytest.raises(UsageError, match="fused"):
         quantize_onnx(fp32, calib[:8], out, nodes_to_exclude=[fused_add])
     (tmp_path / "a_file").write_text("not a folder")
-    with pytest.raises(OutputPathError, match="cannot write"):
+    with pytest.raises(OutputPathError):
         quantize_onnx(fp32, calib[:8], tmp_path / "a_file" / "out.onnx")
     assert not out.exists() and sorted(os.listdir(tmp_path)) == ["a_file", "truncated.onnx"]

@@ -163,3 +163,50 @@ def test_convert_pipeline_artifacts_run_with_their_manifest(mnist_convert, val):
         if entry.verification is not None and entry.verification.accuracy is not None:
             assert accuracy == pytest.approx(entry.verification.accuracy, abs=0.002)
         assert accuracy >= 0.94
+
+
+@pytest.mark.parametrize("resize", ["stretch", "center_crop", "letterbox"])
+@pytest.mark.parametrize("source,target", [("bgr", "rgb"), ("rgb", "rgb"), ("bgr", "bgr"), ("rgb", "gray")])
+def test_fast_frame_preparation_equals_the_shared_prepare_pixels(device_models, tmp_path, resize, source, target):
+    """The Classifier resizes before swapping channels (cheaper); the bytes must equal prepare_pixels'."""
+    from edgecnn.manifest import ResizeMode
+
+    prep = Preprocessing(height=28, width=28, color=ColorOrder(target), resize=ResizeMode(resize))
+    with open_runner(device_models.int8, "cpu") as runner:
+        classifier = Classifier(runner, PREP, [str(d) for d in range(10)])
+        classifier.prep = prep  # only prepare() is used here; the model's own size is 28x28
+        rng = np.random.default_rng(0)
+        for shape in ((480, 640, 3), (37, 91, 3), (28, 28, 3), (300, 200, 3)):
+            frame = rng.integers(0, 256, size=shape, dtype=np.uint8)
+            expected = prepare_pixels(frame, prep, ColorOrder(source))
+            np.testing.assert_array_equal(classifier.prepare(frame, ColorOrder(source)), expected)
+
+
+@pytest.mark.parametrize("model", ["int8", "fp32"])
+@pytest.mark.parametrize("mean", [(0.0,), (0.1, 0.2, 0.3)])
+def test_per_frame_encoding_equals_the_shared_input_encoder(device_models, model, mean):
+    """The per-frame buffer (OpenCV LUT for 8-bit, np.take otherwise) holds what InputEncoder computes."""
+    with open_runner(getattr(device_models, model), "cpu") as runner:
+        prep = Preprocessing(height=28, width=28, color=ColorOrder.RGB, mean=mean, std=(0.5,))
+        spec = dataclasses.replace(runner.input, shape=(1, 28, 28, 3))
+    pixels = np.random.default_rng(1).integers(0, 256, (28, 28, 3), dtype=np.uint8)
+    classifier = _encoder_only(prep, spec)
+    assert (classifier._lut8 is not None) == (model == "int8" and len(mean) == 1)
+    np.testing.assert_array_equal(classifier._encode_into_buffer(pixels)[0], InputEncoder.build(prep, spec)(pixels[None])[0])
+
+
+def _encoder_only(prep, spec):
+    """A Classifier's per-frame encoding state for ``prep``/``spec`` without a model of that shape."""
+    class _SpecOnly:
+        input = spec
+        output = spec
+    return Classifier(_SpecOnly(), prep, ["x"])
+
+
+def test_missing_model_or_manifest_paths(device_models, tmp_path):
+    from edgecnn.errors import InputPathError
+
+    with pytest.raises(InputPathError, match="does not exist"):
+        Classifier.open(tmp_path / "gone.tflite", prep=PREP)
+    with pytest.raises(ManifestError, match="cannot read manifest"):
+        Classifier.open(device_models.int8, manifest=tmp_path / "none.json")

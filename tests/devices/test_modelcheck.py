@@ -44,7 +44,7 @@ def test_sniffing_tells_formats_apart(device_models, tflite_bytes, onnx_bytes):
     assert sniff(onnx_bytes[:64]) == ModelFormat.ONNX
     assert sniff(device_models.keras.read_bytes()[:64]) == ModelFormat.KERAS
     assert sniff(b"\x89HDF\r\n\x1a\n" + bytes(56)) == ModelFormat.H5
-    assert sniff(os.urandom(0) + b"hello world, not a model at all") is None
+    assert sniff(b"hello world, not a model at all") is None
 
 
 def test_empty_file(tmp_path):
@@ -160,3 +160,20 @@ def test_probe_runs_once_per_file_content(tmp_path, device_models, monkeypatch):
     assert len(modelcheck._probed) == 1
     monkeypatch.setenv(modelcheck.FAULT_ENV, "segv")  # a second probe would now fail: it must not run
     assert check_model(path) == ModelFormat.TFLITE
+
+
+@pytest.mark.parametrize("keep", [10, 2000, -100])
+def test_truncated_onnx_without_probe_is_refused_by_onnx_checker(tmp_path, onnx_bytes, keep):
+    with pytest.raises(ModelLoadError, match="t.onnx is not a valid ONNX model"):
+        check_model(_write(tmp_path, "t.onnx", onnx_bytes[:keep]), probe=False)
+
+
+def test_fifo_or_device_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "pipe.tflite"
+    os.mkfifo(fifo)
+    with pytest.raises(ModelLoadError, match="is not a regular file"):
+        open_runner(fifo)
+    link = tmp_path / "zero.tflite"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(ModelLoadError, match="is not a regular file"):
+        check_model(link)

@@ -141,9 +141,10 @@ def test_an_installed_tflite_runtime_under_numpy2_is_never_imported(monkeypatch)
 
 
 def test_no_litert_runtime_at_all_says_what_to_install(device_models):
-    code = ("from edgecnn.devices.runners import open_runner\n"
+    code = ("from edgecnn.devices.base import RunnerOptions\n"
+            "from edgecnn.devices.runners import open_runner\n"
             "from edgecnn.errors import RuntimeMissingError\n"
-            f"try:\n    open_runner({str(device_models.int8)!r}, 'cpu', __import__('edgecnn.devices.base').devices.base.RunnerOptions(probe=False))\n"
+            f"try:\n    open_runner({str(device_models.int8)!r}, 'cpu', RunnerOptions(probe=False))\n"
             "except RuntimeMissingError as exc:\n    print('ERR', exc)\n")
     proc = subprocess.run([sys.executable, str(HERE / "noimport.py"), "ai_edge_litert,tflite_runtime,tensorflow", "-c", code],
                           capture_output=True, text=True, timeout=120)

@@ -74,7 +74,9 @@ def first_jpeg(port: int) -> np.ndarray:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
         while data.count(b"--" + BOUNDARY.encode()) < 2:
-            data += sock.recv(65536)
+            chunk = sock.recv(65536)
+            assert chunk, f"the server closed the stream: {data[:80]!r}"
+            data += chunk
     part = data.split(b"--" + BOUNDARY.encode())[1]
     jpeg = part.split(b"\r\n\r\n", 1)[1].rstrip(b"\r\n")
     return cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
@@ -153,6 +155,10 @@ def test_slow_and_disconnecting_clients_never_stall_publishing():
             thread.join(5)
         assert finished and publisher.published == 1500  # publishing never waited for a client
         assert viewer.shared.encoded > 0
+        deadline = time.monotonic() + 10
+        while viewer.viewers > 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert viewer.viewers <= 4  # clients that hung up gave their slots back
         with Publisher(viewer, frames=50):
             assert first_jpeg(viewer.port) is not None  # and the server still serves a good client
         for sock in stalled:

@@ -6,6 +6,7 @@ doubles placed at the hardware boundary: the cv2.VideoCapture object and the pic
 from __future__ import annotations
 
 import sys
+import threading
 import time
 import types
 
@@ -195,6 +196,42 @@ def test_failing_camera_is_reopened_with_backoff_and_the_run_goes_on(video):
     assert grabber.resolution_changes >= 1
     assert any("blocked" in e for e in events) and any("reopen of" in e and "failed" in e for e in events)
     assert all(f.image.ndim == 3 and f.image.size for f in frames)
+
+
+def test_http_stream_that_goes_down_is_reopened_with_exponential_backoff():
+    """A real MJPEG-over-HTTP stream (the viewer's own server), read by OpenCV's FFmpeg, that stops and
+    comes back on the same port."""
+    from edgecnn.devices.serve import ViewerServer
+
+    server = ViewerServer("127.0.0.1", 0).start()
+    port, stop = server.port, threading.Event()
+    servers = [server]
+
+    def publish():
+        i = 0
+        while not stop.is_set():
+            servers[-1].publish(np.full((60, 80, 3), i % 250, np.uint8), {"frame": i})
+            i += 1
+            time.sleep(0.02)
+
+    threading.Thread(target=publish, daemon=True).start()
+    events: list[str] = []
+    spec = parse_source(f"http://127.0.0.1:{port}/stream.mjpg")
+    options = GrabberOptions(stall_timeout=2.0, backoff_initial=0.05, backoff_max=0.4)
+    try:
+        with LatestFrameGrabber(spec, options, on_event=events.append) as grabber:
+            before = drain(grabber, limit=10)
+            server.stop()
+            time.sleep(1.0)  # down for a while: several reopen attempts fail
+            servers.append(ViewerServer("127.0.0.1", port).start())
+            after = drain(grabber, limit=10)
+    finally:
+        stop.set()
+        servers[-1].stop()
+    assert len(before) == len(after) == 10 and after[0].image.shape == (60, 80, 3)
+    waits = [float(e.split()[1]) for e in events if e.startswith("waiting")]
+    assert len(waits) >= 3 and waits[1] == pytest.approx(2 * waits[0]) and max(waits) <= 0.4
+    assert grabber.reopens >= 3 and any(e.startswith("reopened stream") for e in events)
 
 
 def test_camera_that_never_returns_gives_up_after_max_reopens(video):
