@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -69,10 +70,13 @@ class Tally:
         self.examples: list[dict] = []
         self.slowest = 0.0
 
-    def add(self, loader: str, base: str, mutation: str, outcome: Outcome, case: Path) -> None:
+    def add(self, loader: str, base: str, mutation: str, outcome: Outcome, case: Path,
+            reference: Optional[str] = None) -> None:
         row = self.rows[(loader, base, mutation)]
         row["cases"] += 1
         row[outcome.kind if outcome.kind != "error" or outcome.clear else "unclear"] += 1
+        if outcome.kind == "loaded" and reference is not None and outcome.message.startswith("top1:"):
+            row["loaded_same_top1" if outcome.message == reference else "loaded_changed_top1"] += 1
         self.slowest = max(self.slowest, outcome.seconds)
         if outcome.kind in ("crash", "hang", "unclear") or (outcome.kind == "error" and not outcome.clear):
             self.failures.mkdir(parents=True, exist_ok=True)
@@ -92,15 +96,20 @@ class Tally:
 
 
 def fuzz_device(worker: Worker, tally: Tally, bases: dict[str, Path], cases: int, rng, work: Path,
-                loader: str, mutations: tuple[str, ...] = MUTATIONS) -> None:
+                loader: str, mutations: tuple[str, ...] = MUTATIONS, digits: Optional[Path] = None) -> None:
+    """Mutated artifacts; with ``digits``, a loaded one's top-1 on real digits is compared with the original's
+    (a different answer is silent damage that only the manifest's sha256 can reveal)."""
     names = sorted(bases)
+    reference = {name: worker.load(bases[name], "runner", DEVICE_BASES[name], digits=digits).message
+                 for name in names} if digits else {}
     for i in range(cases):
         base = names[i % len(names)]
         mutation = mutations[(i // len(names)) % len(mutations)]
         path = bases[base]
         case = work / f"case{path.suffix}"
         case.write_bytes(mutate(path.read_bytes(), mutation, rng))
-        tally.add(loader, base, mutation, worker.load(case, loader, DEVICE_BASES[base]), case)
+        outcome = worker.load(case, loader, DEVICE_BASES[base], digits=digits)
+        tally.add(loader, base, mutation, outcome, case, reference.get(base))
 
 
 def fuzz_wrong_extension(worker: Worker, tally: Tally, files: dict[str, Path], work: Path) -> None:
@@ -142,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=3000, help="mutated .tflite/.onnx files (static checks path)")
     parser.add_argument("--probe-cases", type=int, default=60, help="mutated files through the default probe path")
     parser.add_argument("--keras-cases", type=int, default=300, help="mutated .keras/.h5/SavedModel inputs")
+    parser.add_argument("--digits", type=int, default=50, help="real digits classified by each loaded mutant")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--artifacts", type=Path, default=None, help="a folder written by edgecnn convert")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fuzz_models.json")
@@ -156,7 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="edgecnn-fuzz-") as tmp:
         work = Path(tmp)
         with Worker() as worker:
-            fuzz_device(worker, tally, bases, args.cases, rng, work, "runner")
+            digits = work / "digits.npy"
+            from edgecnn.data import mnist_sample
+
+            np.save(digits, mnist_sample("val").images[:args.digits])
+            fuzz_device(worker, tally, bases, args.cases, rng, work, "runner", digits=digits)
             # The probe path costs a process per file that passes the static checks: spend it on the
             # mutations that get that far.
             fuzz_device(worker, tally, bases, args.probe_cases, rng, work, "runner_probe",

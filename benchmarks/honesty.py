@@ -90,10 +90,13 @@ def markdown(results: list[dict], env: dict, command: str, load: tuple[float, fl
 def artifacts(models: list[str]) -> list[Path]:
     from run_suite import converted
 
+    from edgecnn.manifest import Manifest
+
     paths = []
     for name in models:
         folder = converted(name)
-        paths += [folder / f"{name}_fp32.tflite", folder / f"{name}_int8.tflite"]
+        manifest = Manifest.read(folder / "manifest.json")
+        paths += [folder / manifest.artifact(fmt).file for fmt in ("tflite-fp32", "tflite-int8")]
     return paths
 
 

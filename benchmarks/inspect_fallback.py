@@ -101,6 +101,9 @@ def markdown(out: dict) -> str:
     lines += ["", "## Calibration audit", ""]
     for label, findings in out["audit"].items():
         lines.append(f"- {label}: " + "; ".join(findings))
+    lines += ["", "## Edge TPU readiness", "",
+              "See edgetpu_readiness.md (benchmarks/edgetpu_readiness.py): the six seed models as compiler-ready "
+              "full-int8 batch-1 models, a dynamic-batch model and a LeakyReLU model."]
     return "\n".join(lines) + "\n"
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Iterable, Optional, Sequence
 
@@ -232,13 +232,6 @@ def _stem(path: str) -> str:
     from pathlib import Path  # noqa: PLC0415
 
     return Path(path).stem
-
-
-@dataclass(frozen=True)
-class TableRow:
-    """One printed row (kept separate so the CLI and the benchmark print the same thing)."""
-
-    cells: tuple[str, ...] = field(default_factory=tuple)
 
 
 def table_rows(result: InspectResult, top: int) -> list[tuple[str, ...]]:

@@ -29,7 +29,7 @@ from edgecnn.manifest import TensorSpec
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
-DEFAULT_OPSET = 17  # per-channel QDQ needs >= 13; 17 is supported by every onnxruntime since 1.11
+DEFAULT_OPSET = 17  # per-channel QDQ needs >= 13; a runtime older than opset 17 can be given a lower --opset
 MANIFEST_KEY = "edgecnn_manifest"
 # Layers that are the identity at inference. RandomCrop is not here: at inference it crops/resizes.
 TRAINING_ONLY_LAYERS = frozenset({
@@ -52,7 +52,7 @@ def export_onnx(model: Any, out_path: Path, opset: int | None = None) -> Path:
     with tempfile.TemporaryDirectory(prefix="edgecnn-onnx-") as work:
         saved_model = _as_saved_model(model, Path(work) / "saved_model")
         raw = Path(work) / "raw.onnx"
-        _run_tf2onnx(saved_model, raw, opset)
+        _convert_saved_model(saved_model, raw, opset)
         try:
             with atomic_path(out_path) as tmp:
                 _write_renamed(raw, tmp)
@@ -149,7 +149,7 @@ def _check_saved_model_dir(path: Path) -> Path:
     return path
 
 
-def _run_tf2onnx(saved_model: Path, out: Path, opset: int) -> None:
+def _convert_saved_model(saved_model: Path, out: Path, opset: int) -> None:
     import onnx  # noqa: PLC0415
     from tf2onnx import tf_loader  # noqa: PLC0415
     from tf2onnx.convert import from_graph_def  # noqa: PLC0415

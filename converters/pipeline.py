@@ -105,8 +105,6 @@ def convert(model: Optional[str | Path] = None, calib: Optional[str | Path] = No
         chosen_calib, calib_warn = cal.choose_calibration(calib_inputs, options.calib_samples, options.seed)
         warnings += calib_warn
         calib_record = cal.calibration_record(chosen_calib, options.calib_method, options.seed, calib_warn)
-    if options.fallback == FallbackMode.AUTO:
-        warnings.append("--fallback auto is not available yet: artifacts are fully quantized")
     manifest = Manifest(model_name=loaded.name, source_sha256=loaded.sha256, input_shape=loaded.input_shape,
                         preprocessing=prep, labels=labels, output_kind=_output_kind(loaded),
                         versions=_versions(), calibration=calib_record,
@@ -130,6 +128,8 @@ def _check_options(options: ConvertOptions) -> None:
         lookup({m: m for m in CALIB_METHODS}, options.calib_method, "calibration method")
     if options.calib_samples <= 0:
         raise UsageError(f"--calib-samples {options.calib_samples} must be positive")
+    if options.fallback == FallbackMode.AUTO and options.max_drop is None:
+        raise UsageError("--fallback auto needs --max-drop PP", "say how many percentage points int8 may lose")
     if options.max_drop is not None and options.max_drop < 0:
         raise UsageError(f"--max-drop {options.max_drop} must be zero or positive (percentage points)")
 
@@ -216,8 +216,25 @@ def _build_all(loaded, formats, out_dir: Path, calib: Optional[cal.ModelInputs],
                 with reporter.task(f"verify {spec.name}", len(verify_data)) as advance:
                     verification = verify_artifact(built.path, spec.family, built.input, built.output, verify_data,
                                                    manifest.preprocessing, reference, advance)
+            # --fallback auto (issue 5): an int8 artifact over --max-drop is rebuilt with its most harmful
+            # layers kept in float (edgecnn.converters.fallback), then verified again like any artifact.
+            if _needs_fallback(spec, verification, options):
+                from edgecnn.converters.fallback import fallback_artifact  # noqa: PLC0415
+
+                with reporter.status(f"--fallback auto: {spec.name}"):
+                    built, _ = fallback_artifact(job, verify_data, options.max_drop)
+                with reporter.task(f"verify {spec.name}", len(verify_data)) as advance:
+                    verification = verify_artifact(built.path, spec.family, built.input, built.output, verify_data,
+                                                   manifest.preprocessing, reference, advance)
             entries.append(_entry(built, out_dir, verification))
     return entries
+
+
+def _needs_fallback(spec: FormatSpec, verification, options: ConvertOptions) -> bool:
+    """--fallback auto applies to an int8 artifact whose measured drop exceeds --max-drop (issue 5)."""
+    return (options.fallback == FallbackMode.AUTO and spec.precision == "int8" and options.max_drop is not None
+            and verification is not None and verification.drop_pp is not None
+            and verification.drop_pp > options.max_drop)
 
 
 def build_step(job: BuildJob, reporter: ProgressReporter) -> BuiltArtifact:

@@ -35,13 +35,14 @@ def summary_table(manifest: Manifest, title: Optional[str] = None):
 
     rows = summary_rows(manifest)
     data = next((r for r in rows if r["data"]), None)
-    caption = f"verified on {data['samples']} {data['data']} samples" if data else "not verified (no data)"
+    caption = (f"verified on {data['samples']} {data['data']} samples; agree: same top-1 as Keras; max diff: of "
+               f"dequantized outputs; drop: accuracy lost, in pp") if data else "not verified (no data)"
     keras = next((r["keras_accuracy"] for r in rows if r["keras_accuracy"] is not None), None)
     if keras is not None:
         caption += f"; Keras top-1 {keras * 100:.1f}%"
     table = Table(title=title or f"edgecnn convert: {manifest.model_name}", caption=caption)
     table.add_column("artifact", no_wrap=True, min_width=14)
-    for column in ("size", "vs fp32", "agree", "max|diff|", "accuracy", "drop pp"):
+    for column in ("size", "vs fp32", "agree", "max diff", "accuracy", "drop"):
         table.add_column(column, justify="right", no_wrap=True)
     for row in rows:
         table.add_row(row["artifact"], _size(row["size_bytes"]), _ratio(row["size_vs_fp32"]), _pct(row["agreement"]),

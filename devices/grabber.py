@@ -84,7 +84,8 @@ class LatestFrameGrabber:
         return self
 
     def next_frame(self, timeout: Optional[float] = None) -> Optional[Frame]:
-        """The newest frame not handed out yet; None on timeout or when the source has ended (see ``ended``)."""
+        """The newest frame not handed out yet (lossless: the next in order); None on timeout or when the
+        source has ended (see ``ended``)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while not self._slot and not self._ended:

@@ -77,6 +77,17 @@ class OnnxRunner(Runner):
         self.input, self.output = _spec(inputs[0]), _spec(outputs[0])
         self._in_name, self._out_names = inputs[0].name, [outputs[0].name]
         self._in_dtype = np.dtype(self.input.dtype)
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """One run on zeros at load time, so a damaged model fails here as a ModelLoadError, not on a frame."""
+        shape = [1 if d < 0 else d for d in self.input.shape]
+        try:
+            self._session.run(self._out_names, {self._in_name: np.zeros(shape, dtype=self._in_dtype)})
+        except Exception as exc:  # noqa: BLE001 - ORT's Fail/InvalidArgument/RuntimeException types
+            first = " ".join(str(exc).split())[:300] or type(exc).__name__
+            raise ModelLoadError(f"ONNX Runtime cannot run {self.model_path.name} ({first})",
+                                 "the file is damaged or uses what this runtime does not support; re-convert it") from None
 
     def invoke(self, batch: np.ndarray) -> np.ndarray:
         if batch.dtype != self._in_dtype:

@@ -159,6 +159,12 @@ class ViewerHandler(BaseHTTPRequestHandler):
     server_version = "edgecnn-viewer"
     sys_version = ""
 
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (ConnectionError, TimeoutError):
+            pass  # the client went away mid-request or mid-response: only its own thread ends, quietly
+
     def do_GET(self) -> None:  # noqa: N802 - the http.server naming
         route = urlsplit(self.path).path
         if route == "/":

@@ -77,7 +77,8 @@ def test_quantize_dequantize_round_trip_within_half_a_step(dtype, scale, zero_po
     q = quantize(x, spec)
     assert q.dtype == np.dtype(dtype)
     back = dequantize(q, spec)
-    assert np.all(np.abs(back.astype(np.float64) - x) <= scale / 2 * (1 + 1e-4) + 1e-6)
+    # within half a step, plus float32 rounding of the dequantized value (dequantize returns float32)
+    assert np.all(np.abs(back.astype(np.float64) - x) <= scale / 2 * (1 + 1e-4) + np.abs(x) * 2.0 ** -22 + 1e-6)
 
 
 def test_quantize_saturates_and_rounds_half_away_from_zero():
@@ -198,8 +199,8 @@ def test_decode_output_logits_give_probabilities(logits):
     probs = decode_output(logits, spec, OutputKind.LOGITS)
     assert probs.shape == logits.shape and probs.dtype == np.float32
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5) and np.all(probs >= 0)
-    assert np.array_equal(np.argmax(probs, axis=1), np.argmax(logits, axis=1)) or \
-        np.all(np.take_along_axis(logits, np.argmax(probs, axis=1)[:, None], 1)[:, 0] == logits.max(axis=1))
+    chosen = np.take_along_axis(logits, np.argmax(probs, axis=1)[:, None], 1)[:, 0]
+    assert np.all(chosen >= logits.max(axis=1) - 1e-5)  # the most probable class has the largest logit (ties aside)
     np.testing.assert_array_equal(decode_output(logits, spec, OutputKind.PROBABILITIES), logits)
 
 

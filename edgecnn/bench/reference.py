@@ -1,8 +1,9 @@
 """The fp32 reference each artifact's accuracy is measured against, computed once and shared by all rows.
 
-Keras fp32 when TensorFlow is importable and the Keras file is known (``--reference``, or found by the
-manifest's source_sha256 beside the convert output or in the model cache); otherwise the fp32 artifact of
-the same family from the manifest, and the result says so; otherwise none (accuracy only, no loss).
+With labelled data: Keras fp32 when TensorFlow is importable and the Keras file is known (``--reference``,
+or found by the manifest's source_sha256 beside the convert output or in the model cache); otherwise the
+fp32 artifact of the same family from the manifest, and the result says so; otherwise none (accuracy
+only, no loss). With unlabelled data: agreement with the fp32 artifact (Keras only when there is none).
 """
 from __future__ import annotations
 
@@ -52,12 +53,16 @@ class ReferenceBook:
         return self._refs[key]
 
     def _find(self, art: Artifact, prep: Preprocessing, kind: OutputKind) -> Reference:
+        fp32 = self._fp32_artifact(art)
+        if self.dataset is not None and self.dataset.labels is None and fp32 is not None:
+            # Without labels there is no accuracy to lose, only agreement: with the fp32 artifact, no TensorFlow.
+            scores = self._artifact_scores(fp32, art.family, prep, kind)
+            return Reference(scores, "fp32-artifact", str(fp32), f"fp32 artifact {fp32.name} (unlabelled data)")
         keras_file = self._keras_file(art)
         if keras_file is not None:
             scores = keras_scores(keras_file, float_inputs(self.pixels(prep), prep), kind, self.unsafe)
             return Reference(scores, "keras", str(keras_file), "Keras fp32 model")
         why = "TensorFlow is not importable" if not tensorflow_available() else "the Keras source was not found"
-        fp32 = self._fp32_artifact(art)
         if fp32 is None:
             self._note(f"{art.model_name}: no fp32 reference ({why}, and no {art.family}-fp32 artifact)")
             return Reference(None, "none", None, f"no reference: {why} and no fp32 artifact")

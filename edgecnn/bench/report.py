@@ -139,8 +139,8 @@ def to_html(raw: dict[str, Any]) -> str:
     body = "".join("<tr class='{}'>".format(html.escape(cells[5] if cells[5] else "")) +
                    "".join(f"<td>{html.escape(cells[i])}</td>" for i in cols) + "</tr>" for cells in table_rows(raw))
     summary = "".join(f"<li>{html.escape(line.lstrip('- '))}</li>" for line in _summary_lines(raw))
-    details = "".join(f"<li>{html.escape(line.lstrip('- '))}</li>" for line in _detail_lines(raw) if line.strip()
-                      and not line.startswith("p50 relative"))
+    details = "".join(f"<li>{html.escape(line.lstrip('- '))}</li>" if line.startswith("- ")
+                      else f"</ul><p>{html.escape(line)}</p><ul>" for line in _detail_lines(raw) if line.strip())
     plots = [("Raw-inference latency distribution per row", plot_latency(raw)),
              ("Accuracy against latency", plot_accuracy(raw))]
     figures = "".join(

@@ -26,10 +26,11 @@ def _floats(text: Optional[str], option: str) -> Optional[tuple[float, ...]]:
     return values
 
 
-def _size(text: str) -> tuple[int, int]:
+def _size(text: str, option: str = "--size", example: str = "224x224") -> tuple[int, int]:
     parts = text.lower().replace("×", "x").split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise UsageError(f"--size '{text}' is not HxW", "for example --size 224x224")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        form = "WxH" if option == "--capture-size" else "HxW"
+        raise UsageError(f"{option} '{text}' is not {form}", f"for example {option} {example}")
     return int(parts[0]), int(parts[1])
 
 
@@ -80,17 +81,23 @@ def preprocessing_overrides(size: Optional[str], color: Optional[str], scale: Op
 @click.option("--std", default=None, metavar="S[,S,S]", help="Without a manifest: per-channel std.")
 @click.option("--labels", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Labels file, one per line (default: the manifest's).")
+@click.option("--capture-size", "capture_size", default=None, metavar="WxH",
+              help="Ask a camera for this resolution, e.g. 640x480 (the driver may choose another).")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the summary.")
 def run_command(model: Path, device: str, source: str, threads: Optional[int], top_k: int, jsonl: Optional[str],
                 record: Optional[str], force: bool, max_frames: Optional[int], duration: Optional[float],
                 realtime: bool, loop: bool, serve: Optional[str], show: Optional[bool], allow_cpu_fallback: bool,
                 edgetpu_device: Optional[str], manifest: Optional[Path], size: Optional[str], color: Optional[str],
                 resize: Optional[str], scale: Optional[float], mean: Optional[str], std: Optional[str],
-                labels: Optional[Path], quiet: bool) -> int:
+                labels: Optional[Path], capture_size: Optional[str], quiet: bool) -> int:
     """Classify what a camera, stream, video or folder shows, live, with MODEL on a device."""
     from edgecnn.devices.base import RunnerOptions  # noqa: PLC0415 - keep `edgecnn --help` fast
     from edgecnn.devices.live import Display, RunOptions, run  # noqa: PLC0415
 
+    width, height = (None, None)
+    if capture_size:
+        height, width = _size(capture_size, "--capture-size", "640x480")
+        width, height = height, width  # given as WxH, the way cameras are described
     if threads is not None and threads < 1:
         raise UsageError(f"--threads {threads} is not positive", "give 1 or more, or leave it out")
     options = RunOptions(
@@ -99,7 +106,7 @@ def run_command(model: Path, device: str, source: str, threads: Optional[int], t
         labels=str(labels) if labels else None, manifest=str(manifest) if manifest else None,
         max_frames=max_frames, duration=duration, jsonl=jsonl, record=record, force=force, realtime=realtime,
         loop=loop, serve=serve, display=Display.AUTO if show is None else (Display.SHOW if show else Display.HIDE),
-        print_every=0 if quiet else 1.0)
+        print_every=0 if quiet else 1.0, width=width, height=height)
     # With --jsonl - stdout carries the JSON lines only; everything else goes to stderr.
     out = console_err if jsonl == "-" else console
     summary = run(model, device, source, options, printer=lambda line: out.print(line, highlight=False, markup=False))

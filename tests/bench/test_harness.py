@@ -194,3 +194,16 @@ print(json.dumps({{"status": row.status.value, "reference": row.accuracy.referen
     assert done.returncode == 0, done.stderr[-2000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out == {"status": "ok", "reference": "fp32-artifact", "reason": ""}
+
+
+def test_unlabelled_data_gives_agreement_with_the_fp32_artifact(mnist_convert, tmp_path):
+    from edgecnn.data import mnist_sample
+
+    np.save(tmp_path / "digits.npy", mnist_sample("val").images[:120, :, :, 0])  # no labels
+    options = BenchOptions(runs=10, step=False, progress=False)
+    result = bench([mnist_convert.artifact_path("tflite-int8")], ["cpu"], [1], data=tmp_path / "digits.npy",
+                   options=options)
+    acc = result.rows[0].accuracy
+    assert acc.samples == 120 and not acc.labelled
+    assert acc.top1 is None and acc.drop_pp is None
+    assert acc.reference == "fp32-artifact" and 0.9 <= acc.agreement <= 1.0

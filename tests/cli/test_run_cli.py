@@ -108,6 +108,7 @@ def test_model_without_manifest_needs_preprocessing_options(tmp_path, video, int
     (["--source", "no/such/video.mp4"], "is not a camera"),
     (["--serve", "notaport"], "[HOST:]PORT"),
     (["--size", "28"], "HxW"),
+    (["--capture-size", "640"], "WxH"),
     (["--color", "gray"], "need --size"),
     (["--top-k", "0"], "--top-k"),
     (["--device", "cpx"], "did you mean 'cpu'"),
@@ -120,3 +121,30 @@ def test_bad_options_are_one_line_errors(args, message, video, int8, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_ctrl_c_on_the_real_process_ends_with_the_summary_and_a_complete_jsonl(tmp_path, video, int8):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "frames.jsonl"
+    proc = subprocess.Popen([sys.executable, "-c", "from edgecnn.cli import run; run()", "run", str(int8),
+                             "--source", str(video), "--loop", "--realtime", "--jsonl", str(out), "--no-show"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        if any(p.name.startswith(f".{out.name}.partial") for p in tmp_path.iterdir()):
+            time.sleep(1.0)  # running and writing
+            break
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert "interrupted" in stdout and "frames" in stdout
+    lines = out.read_text().splitlines()
+    assert lines and all(json.loads(line)["frame"] == i for i, line in enumerate(lines))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames.jsonl"]

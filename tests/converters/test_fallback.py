@@ -68,3 +68,27 @@ def test_cumulative_groups_skip_repeats():
     from edgecnn.converters.fallback import cumulative
 
     assert cumulative([("a", "b"), ("b",), ("c",)]) == [(), ("a", "b"), ("a", "b", "c")]
+
+
+def test_convert_pipeline_wires_fallback_auto(broken, tmp_path):
+    """`edgecnn convert --max-drop 0.5 --fallback auto` as a library call: the manifest's figures come from the
+    pipeline's own verification (device runners, uint8 pixels through the manifest's preprocessing)."""
+    from edgecnn.converters.broken_model import GUILTY_LAYER, trained_outlier_cnn
+    from edgecnn.converters.pipeline import ConvertOptions, FallbackMode, convert
+
+    options = ConvertOptions(formats="tflite-int8", max_drop=0.5, fallback=FallbackMode.AUTO, progress=False)
+    result = convert(trained_outlier_cnn(), calib="mnist", val="mnist", out=tmp_path / "out", options=options)
+    entry = result.manifest.artifact("tflite-int8")
+    assert entry.verification.drop_pp <= 0.5 and result.over_budget == ()
+    note = next(n for n in entry.notes if n.startswith("--fallback auto"))
+    assert GUILTY_LAYER in note and "within" in note
+    assert (tmp_path / "out" / f"{entry.file}.fallback.json").is_file()
+
+
+def test_fallback_auto_without_a_budget_is_a_usage_error(tmp_path):
+    from edgecnn.converters.pipeline import ConvertOptions, FallbackMode, convert
+    from edgecnn.errors import UsageError
+
+    with pytest.raises(UsageError, match="--max-drop"):
+        convert(None, out=tmp_path / "x", options=ConvertOptions(fallback=FallbackMode.AUTO, progress=False))
+    assert not (tmp_path / "x").exists()

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgecnn.devices import modelcheck
+from edgecnn.devices.base import RunnerOptions
 from edgecnn.devices.flatbuf import FlatbufferError, ModelInfo, walk_tflite
 from edgecnn.devices.modelcheck import ModelFormat, check_model, probe_in_child, sniff
 from edgecnn.devices.runners import open_runner
@@ -177,3 +178,55 @@ def test_fifo_or_device_is_refused_without_blocking(tmp_path):
     link.symlink_to("/dev/zero")
     with pytest.raises(ModelLoadError, match="is not a regular file"):
         check_model(link)
+
+
+def _tensor_tables(data: bytes):
+    """The Tensor tables of subgraph 0 (via the bounds-checked reader), for targeted corruption."""
+    from edgecnn.devices.flatbuf import _Reader
+
+    reader = _Reader(data)
+    model = reader.table(reader.scalar("<I", 0, "root"), "model")
+    return model.tables(2, "subgraph")[0].tables(0, "tensor")
+
+
+def _corrupt_zero_point(data: bytes) -> bytes:
+    """Give a per-channel int8 weight tensor an impossible zero point (what bit rot in the quantization does)."""
+    out = bytearray(data)
+    for tensor in _tensor_tables(data):
+        quant = tensor.table(4, "quantization")
+        if tensor.scalar(1, "<b") == 9 and quant is not None:
+            start, length = quant.vector(3, 8)
+            if length > 1:
+                out[start:start + 8] = (65280).to_bytes(8, "little", signed=True)
+                return bytes(out)
+    raise AssertionError("no per-channel int8 tensor found")
+
+
+def _corrupt_input_name(data: bytes, input_index: int) -> bytes:
+    out = bytearray(data)
+    start, length = _tensor_tables(data)[input_index].vector(3, 1)
+    out[start] = 0xFF  # not UTF-8
+    return bytes(out)
+
+
+@pytest.mark.parametrize("probe", [False, True])
+def test_damaged_quantization_that_only_fails_at_first_invoke(tmp_path, tflite_bytes, probe):
+    """Found by fuzzing: XNNPACK refuses the tensor only when it prepares, at the first invoke."""
+    path = _write(tmp_path, f"zp{probe}.tflite", _corrupt_zero_point(tflite_bytes))
+    with pytest.raises(ModelLoadError, match="zero-point|cannot"):
+        open_runner(path, "cpu", RunnerOptions(probe=probe))
+
+
+def test_tensor_name_that_is_not_utf8(tmp_path, tflite_bytes):
+    """Found by fuzzing: LiteRT raises UnicodeDecodeError from get_input_details."""
+    path = _write(tmp_path, "name.tflite", _corrupt_input_name(tflite_bytes, _input_tensor_index(tflite_bytes)))
+    with pytest.raises(ModelLoadError, match="utf-8"):
+        open_runner(path, "cpu", RunnerOptions(probe=False))
+
+
+def _input_tensor_index(data: bytes) -> int:
+    from edgecnn.devices.flatbuf import _Reader
+
+    reader = _Reader(data)
+    model = reader.table(reader.scalar("<I", 0, "root"), "model")
+    return model.tables(2, "subgraph")[0].ints(1)[0]

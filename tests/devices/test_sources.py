@@ -140,6 +140,23 @@ def test_looping_video_starts_again(tmp_path, digits):
     assert np.array_equal(frames[5].image, digits[0][0]) and grabber.reopens == 0
 
 
+def test_looping_video_removed_and_restored_mid_run_is_reopened(tmp_path, digits):
+    path = write_video(digits[0][:5], tmp_path / "soak.mkv", fps=30.0)
+    aside = tmp_path / "aside.mkv"
+    events: list[str] = []
+    options = GrabberOptions(lossless=True, backoff_initial=0.05, backoff_max=0.2)
+    with LatestFrameGrabber(parse_source(str(path), loop=True), options, on_event=events.append) as grabber:
+        first = drain(grabber, limit=3)
+        path.rename(aside)  # gone: the next loop's reopen fails until it is back
+        rest = drain(grabber, limit=2)
+        time.sleep(0.5)
+        aside.rename(path)
+        more = drain(grabber, limit=10)
+    assert len(first) + len(rest) + len(more) == 15
+    assert any("reopen of" in e and "failed" in e for e in events)
+    assert np.array_equal(more[-1].image, digits[0][(15 - 1) % 5])
+
+
 class FlakyUsbCamera:
     """Test double for a USB camera (none exists here): wraps a REAL cv2.VideoCapture of a video file and
     injects the faults a camera shows in the field, by global read count."""

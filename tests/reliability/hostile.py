@@ -93,10 +93,14 @@ class Worker:
             self.close()
             raise RuntimeError(f"hostile worker did not start (exit {code}); see {self.stderr_path}")
 
-    def load(self, path: Path, loader: str, target: str = "cpu", unsafe: bool = False) -> Outcome:
+    def load(self, path: Path, loader: str, target: str = "cpu", unsafe: bool = False,
+             digits: Optional[Path] = None) -> Outcome:
+        """Load ``path`` in the child; with ``digits`` (a .npy of uint8 28x28x1 images) a loaded device model
+        also reports its top-1 classes ("top1:3,1,4,...") in the message."""
         if self.proc is None or self.proc.poll() is not None:
             self.start()
-        request = {"path": str(path), "loader": loader, "target": target, "unsafe": unsafe}
+        request = {"path": str(path), "loader": loader, "target": target, "unsafe": unsafe,
+                   "digits": str(digits) if digits else None}
         started = time.monotonic()
         try:
             self.proc.stdin.write((json.dumps(request) + "\n").encode())
@@ -106,7 +110,10 @@ class Worker:
         line = self._read_line(self.timeout_s)
         seconds = time.monotonic() - started
         if line is None:
-            code = self.proc.poll()
+            try:  # EOF on stdout can come a moment before the dead child can be reaped
+                code = self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                code = None
             if code is None:
                 self.close()
                 return Outcome("hang", message=f"no answer within {self.timeout_s:.0f} s", seconds=seconds)

@@ -64,7 +64,8 @@ def viewer(artifacts, video):
             proc.kill()
     drain.join(timeout=10)
     assert proc.returncode in (0, 130), "".join(lines)[-2000:]
-    assert "Traceback" not in "".join(lines)
+    assert re.search(r"ended by\W+interrupted", "".join(lines)), "".join(lines)[-2000:]  # Ctrl-C: summary printed
+    assert "Traceback" not in "".join(lines), "".join(lines)[-6000:]
 
 
 def get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
