@@ -186,13 +186,15 @@ def _tflite_measure(val_x: np.ndarray, val_y: np.ndarray) -> Measure:
     def measure(path: Path) -> tuple[float, float]:
         from edgecnn.converters.tflite import make_interpreter  # noqa: PLC0415
 
-        interp = make_interpreter(path, threads=1)
-        inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-        interp.resize_tensor_input(inp["index"], [len(val_x), *val_x.shape[1:]])
-        interp.allocate_tensors()
-        interp.set_tensor(inp["index"], _encode(val_x, inp))
-        interp.invoke()
-        accuracy = float(np.mean(_top1(_decode(interp.get_tensor(out["index"]), out)) == val_y))
+        from edgecnn.devices.base import RunnerOptions  # noqa: PLC0415
+        from edgecnn.devices.runners import open_runner  # noqa: PLC0415
+
+        # The runner handles static batch-1 models (edgecnn's TFLite export) by running sample by sample.
+        with open_runner(path, "cpu", RunnerOptions(threads=1, probe=False)) as runner:
+            interp = make_interpreter(path, threads=1)
+            inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+            raw = runner.invoke(_encode(val_x, inp))
+        accuracy = float(np.mean(_top1(_decode(raw, out)) == val_y))
         single = make_interpreter(path, threads=1)
         sin = single.get_input_details()[0]
         one = _encode(val_x[:1], sin)

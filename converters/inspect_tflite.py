@@ -18,6 +18,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from edgecnn.converters.steps import export_savedmodel
+from edgecnn.converters.tflite import tflite_signature
 from edgecnn.converters.inspect import InspectOptions, LayerError, keras_layer_names, layer_of, tensor_metrics
 
 _NUMERIC_VERIFY = "NumericVerify"  # a custom op: its name as the interpreter reports it
@@ -63,7 +65,8 @@ def run_debugger(loaded: Any, samples: np.ndarray, per_channel: bool = True) -> 
             yield [samples[i:i + 1]]
 
     with tempfile.TemporaryDirectory(prefix="edgecnn-inspect-") as work:
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(_savedmodel(loaded, Path(work))))
+        saved = _savedmodel(loaded, Path(work))
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=[tflite_signature(saved)])
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = dataset
         if not per_channel:
@@ -176,8 +179,7 @@ def _savedmodel(loaded: Any, work: Path) -> Path:
     if getattr(loaded, "keras_model", None) is None:
         return Path(loaded.path)
     target = work / "savedmodel"
-    with contextlib.redirect_stdout(io.StringIO()):
-        loaded.keras_model.export(str(target), format="tf_saved_model", verbose=False)
+    export_savedmodel(loaded.keras_model, target)  # the pipeline's export: inference mode, static batch for TFLite
     return target
 
 

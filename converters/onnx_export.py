@@ -157,7 +157,8 @@ def _convert_saved_model(saved_model: Path, out: Path, opset: int) -> None:
     try:
         with _quiet_loggers():
             graph_def, inputs, outputs, renames = tf_loader.from_saved_model(
-                str(saved_model), None, None, return_tensors_to_rename=True)
+                str(saved_model), None, None, signatures=_signatures(saved_model),
+                return_tensors_to_rename=True)
             proto, _ = from_graph_def(graph_def, name=saved_model.name, input_names=inputs, output_names=outputs,
                                       opset=opset, tensors_to_rename=renames)
     except Exception as exc:  # noqa: BLE001 - TensorFlow and tf2onnx raise many types; report one line
@@ -248,3 +249,12 @@ def _tensor_spec(value: Any) -> TensorSpec:
 def _first_line(text: str) -> str:
     stripped = text.strip()
     return stripped.splitlines()[0][:300] if stripped else "no message"
+
+
+def _signatures(saved_model: Path) -> list[str] | None:
+    """Convert only the default signature: edgecnn's export also carries a batch-1 one for TFLite."""
+    from tensorflow.python.saved_model import loader_impl  # noqa: PLC0415 - reads the proto, loads no graph
+
+    keys = list(loader_impl.parse_saved_model(str(saved_model)).meta_graphs[0].signature_def.keys())
+    keys = [k for k in keys if not k.startswith("__")]
+    return ["serving_default"] if "serving_default" in keys and len(keys) > 1 else None

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from enum import Enum
@@ -17,6 +19,7 @@ from typing import Optional
 
 from edgecnn.data import Dataset, load_dataset
 from edgecnn.errors import AccuracyBudgetError, DataError, InputPathError, UsageError
+from edgecnn.interrupts import InterruptGuard, interrupt_guard
 from edgecnn.fileio import check_writable_dir, refuse_overwrite, sha256_of, write_text_atomic
 from edgecnn.manifest import MANIFEST_NAME, ArtifactEntry, ColorOrder, Manifest, OutputKind, ResizeMode
 
@@ -111,14 +114,50 @@ def convert(model: Optional[str | Path] = None, calib: Optional[str | Path] = No
                         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     manifest.validate()  # what the runners will check when they read it
     reporter = ProgressReporter(enabled=options.progress)
-    entries = _build_all(loaded, formats, out_dir, chosen_calib, verify_data, manifest, options, reporter)
-    manifest = manifest.with_artifacts(tuple(entries))
-    manifest_path = out_dir / MANIFEST_NAME
-    write_text_atomic(manifest_path, manifest.to_json())
+    # Build everything in a staging folder beside the outputs, then publish: the folder's earlier artifacts and
+    # manifest stay whole and consistent for the whole conversion (minutes), not just file by file.
+    staging = out_dir / f".convert.partial-{os.getpid()}"
+    _remove_stale_staging(out_dir)
+    staging.mkdir()
+    try:
+        with interrupt_guard() as guard:
+            entries = _build_all(loaded, formats, staging, chosen_calib, verify_data, manifest, options, reporter,
+                                 guard)
+            manifest = manifest.with_artifacts(tuple(entries))
+            manifest_path = out_dir / MANIFEST_NAME
+            guard.check()  # a Ctrl-C swallowed inside a native callback still stops before anything is published
+            _publish(staging, out_dir, manifest.to_json())
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     result = ConvertResult(out_dir=out_dir, manifest=manifest, manifest_path=manifest_path,
                            warnings=tuple(warnings), over_budget=_over_budget(entries, options.max_drop))
     _enforce_budget(result, options.max_drop)
     return result
+
+
+def _publish(staging: Path, out_dir: Path, manifest_json: str) -> None:
+    """Move the staged files into place (renames on one filesystem: milliseconds), the manifest last."""
+    for staged in sorted(staging.iterdir()):
+        os.replace(staged, out_dir / staged.name)
+    write_text_atomic(out_dir / MANIFEST_NAME, manifest_json)
+
+
+def _remove_stale_staging(out_dir: Path) -> None:
+    """Staging folders of conversions that were killed (their process is gone) are removed."""
+    for leftover in out_dir.glob(".convert.partial-*"):
+        pid = leftover.name.rpartition("-")[2]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _check_options(options: ConvertOptions) -> None:
@@ -199,7 +238,7 @@ def _output_kind(loaded) -> OutputKind:
 
 
 def _build_all(loaded, formats, out_dir: Path, calib: Optional[cal.ModelInputs], verify_data, manifest: Manifest,
-               options: ConvertOptions, reporter: ProgressReporter) -> list[ArtifactEntry]:
+               options: ConvertOptions, reporter: ProgressReporter, guard: InterruptGuard) -> list[ArtifactEntry]:
     entries = []
     reference = reference_outputs(loaded, verify_data) if verify_data is not None else None
     metadata = manifest.to_json()
@@ -211,6 +250,7 @@ def _build_all(loaded, formats, out_dir: Path, calib: Optional[cal.ModelInputs],
                            calib_method=options.calib_method, per_channel=options.per_channel, opset=options.opset,
                            shared=shared, metadata=metadata)
             built = build_step(job, reporter)
+            guard.check()
             verification = None
             if verify_data is not None:
                 with reporter.task(f"verify {spec.name}", len(verify_data)) as advance:
@@ -226,6 +266,7 @@ def _build_all(loaded, formats, out_dir: Path, calib: Optional[cal.ModelInputs],
                 with reporter.task(f"verify {spec.name}", len(verify_data)) as advance:
                     verification = verify_artifact(built.path, spec.family, built.input, built.output, verify_data,
                                                    manifest.preprocessing, reference, advance)
+            guard.check()
             entries.append(_entry(built, out_dir, verification))
     return entries
 

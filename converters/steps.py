@@ -82,6 +82,9 @@ def embed_metadata(family: str, path: Path, text: str) -> tuple[str, ...]:
     return ("manifest not embedded: this TensorFlow lacks the flatbuffer tools; see manifest.json",)
 
 
+STATIC_BATCH_SIGNATURE = "serve_batch1"
+
+
 def ensure_savedmodel(job: BuildJob) -> Path:
     """The model as a SavedModel (inference mode), exported once per run into ``job.workdir``; both the
     TFLite converter and tf2onnx read it."""
@@ -91,12 +94,12 @@ def ensure_savedmodel(job: BuildJob) -> Path:
     if cached is not None:
         return cached
     target = Path(job.workdir) / "savedmodel"
-    _export_quietly(job.model.keras_model, target)
+    export_savedmodel(job.model.keras_model, target)
     job.shared["savedmodel"] = target
     return target
 
 
-def _export_quietly(keras_model: Any, target: Path) -> None:
+def export_savedmodel(keras_model: Any, target: Path) -> None:
     """Export with an endpoint that calls the model with ``training=False``: model.export alone traces the
     Random* augmentation layers as random ops (unsupported by TFLite, wrong at inference)."""
     import contextlib  # noqa: PLC0415
@@ -105,10 +108,16 @@ def _export_quietly(keras_model: Any, target: Path) -> None:
     import keras  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
 
-    spec = tf.TensorSpec((None, *keras_model.inputs[0].shape[1:]), tf.float32, name="input")
+    shape = tuple(keras_model.inputs[0].shape[1:])
     archive = keras.export.ExportArchive()
     archive.track(keras_model)
-    archive.add_endpoint(name="serve", fn=lambda x: keras_model(x, training=False), input_signature=[spec])
+    # "serve" (the default signature, dynamic batch) feeds ONNX; "serve_batch1" feeds TFLite, whose edge
+    # runtimes want static shapes: the Edge TPU compiler refuses a dynamic batch, and a dynamic batch adds
+    # SHAPE ops in front of Flatten/Reshape that run on the CPU.
+    archive.add_endpoint(name="serve", fn=lambda x: keras_model(x, training=False),
+                         input_signature=[tf.TensorSpec((None, *shape), tf.float32, name="input")])
+    archive.add_endpoint(name=STATIC_BATCH_SIGNATURE, fn=lambda x: keras_model(x, training=False),
+                         input_signature=[tf.TensorSpec((1, *shape), tf.float32, name="input")])
     # write_out prints a summary of endpoints to stdout; it is noise in a CLI run.
     with contextlib.redirect_stdout(io.StringIO()):
         archive.write_out(str(target), verbose=False)

@@ -59,7 +59,17 @@ def convert_bytes(savedmodel_dir: Path, precision: str, calib_inputs: np.ndarray
 def _converter(tf, savedmodel_dir: Path):
     # Keras 3 models are exported first (model.export): a concrete function traced here would keep its
     # weights as resource variables the converter does not freeze. The export runs in inference mode.
-    return tf.lite.TFLiteConverter.from_saved_model(str(savedmodel_dir), signature_keys=["serving_default"])
+    return tf.lite.TFLiteConverter.from_saved_model(str(savedmodel_dir), signature_keys=[tflite_signature(savedmodel_dir)])
+
+
+def tflite_signature(savedmodel_dir: Path) -> str:
+    """edgecnn's own export carries a static batch-1 signature for TFLite; other SavedModels use their default."""
+    from tensorflow.python.saved_model import loader_impl  # noqa: PLC0415 - reads the proto, loads no graph
+
+    from edgecnn.converters.steps import STATIC_BATCH_SIGNATURE  # noqa: PLC0415
+
+    keys = loader_impl.parse_saved_model(str(savedmodel_dir)).meta_graphs[0].signature_def.keys()
+    return STATIC_BATCH_SIGNATURE if STATIC_BATCH_SIGNATURE in keys else "serving_default"
 
 
 def _set_full_integer(tf, converter, calib_inputs: np.ndarray, io: IoType, per_channel: bool, progress=None) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 
 from edgecnn.devices.base import Runner, RunnerOptions
 from edgecnn.errors import DataError, InputPathError, ManifestError
+from edgecnn.fileio import sha256_of
 from edgecnn.manifest import ColorOrder, Manifest, OutputKind, Preprocessing, TensorSpec, find_manifest
 from edgecnn.preprocess import InputEncoder, decode_output, prepare_batch, prepare_pixels, resize_image, top_k
 
@@ -107,6 +108,10 @@ def check_against_model(runner: Runner, prep: Preprocessing, labels: Sequence[st
     entry = next((a for a in manifest.artifacts if Path(a.file).name == name), None)
     if entry is None:
         return
+    if entry.sha256 and sha256_of(runner.model_path) != entry.sha256:
+        # A damaged artifact can load and still answer wrongly; the hash written at conversion catches it.
+        raise ManifestError(f"{name} does not match the SHA-256 its manifest records: the file was modified or "
+                            "corrupted after conversion", "re-run edgecnn convert, or pass the manifest written with it")
     for side, declared, actual in (("input", entry.input, runner.input), ("output", entry.output, runner.output)):
         if not _same_quantization(declared, actual):
             raise ManifestError(f"the manifest says {name}'s {side} is {declared.dtype} (scale {declared.scale:g}, "

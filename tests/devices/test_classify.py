@@ -165,6 +165,19 @@ def test_convert_pipeline_artifacts_run_with_their_manifest(mnist_convert, val):
         assert accuracy >= 0.94
 
 
+def test_artifact_changed_after_conversion_is_refused(mnist_convert, tmp_path):
+    """A damaged artifact can still load and answer wrongly; the manifest's SHA-256 catches it at load."""
+    source = mnist_convert.artifact_path("tflite-int8")
+    shutil.copy(mnist_convert.out_dir / "manifest.json", tmp_path / "manifest.json")
+    damaged = tmp_path / source.name
+    damaged.write_bytes(source.read_bytes() + b"\0" * 16)  # trailing bytes: still a loadable flatbuffer
+    with pytest.raises(ManifestError, match="SHA-256"):
+        Classifier.open(damaged, "cpu")
+    shutil.copy(source, damaged)
+    with Classifier.open(damaged, "cpu") as classifier:
+        assert classifier.manifest is not None
+
+
 @pytest.mark.parametrize("resize", ["stretch", "center_crop", "letterbox"])
 @pytest.mark.parametrize("source,target", [("bgr", "rgb"), ("rgb", "rgb"), ("bgr", "bgr"), ("rgb", "gray")])
 def test_fast_frame_preparation_equals_the_shared_prepare_pixels(device_models, tmp_path, resize, source, target):
