@@ -184,6 +184,7 @@ def _tflite_plan(loaded: Any, calib: np.ndarray, io: str, per_channel: bool, sam
 
 def _tflite_measure(val_x: np.ndarray, val_y: np.ndarray) -> Measure:
     def measure(path: Path) -> tuple[float, float]:
+        from edgecnn.converters.inspect_tflite import encode_for  # noqa: PLC0415
         from edgecnn.converters.tflite import make_interpreter  # noqa: PLC0415
 
         from edgecnn.devices.base import RunnerOptions  # noqa: PLC0415
@@ -193,11 +194,11 @@ def _tflite_measure(val_x: np.ndarray, val_y: np.ndarray) -> Measure:
         with open_runner(path, "cpu", RunnerOptions(threads=1, probe=False)) as runner:
             interp = make_interpreter(path, threads=1)
             inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-            raw = runner.invoke(_encode(val_x, inp))
+            raw = runner.invoke(encode_for(val_x, inp))
         accuracy = float(np.mean(_top1(_decode(raw, out)) == val_y))
         single = make_interpreter(path, threads=1)
         sin = single.get_input_details()[0]
-        one = _encode(val_x[:1], sin)
+        one = encode_for(val_x[:1], sin)
         return accuracy, _median_ms(lambda: (single.set_tensor(sin["index"], one), single.invoke()))
 
     return measure
@@ -254,14 +255,6 @@ def _median_ms(call: Callable[[], Any]) -> float:
 def _top1(scores: np.ndarray) -> np.ndarray:
     scores = np.asarray(scores).reshape(len(scores), -1)
     return (scores[:, 0] > 0).astype(np.int64) if scores.shape[1] == 1 else scores.argmax(axis=1)
-
-
-def _encode(x: np.ndarray, detail: dict) -> np.ndarray:
-    if np.dtype(detail["dtype"]).kind == "f":
-        return x.astype(detail["dtype"])
-    scale, zero = detail["quantization"]
-    info = np.iinfo(detail["dtype"])
-    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(detail["dtype"])
 
 
 def _decode(raw: np.ndarray, detail: dict) -> np.ndarray:

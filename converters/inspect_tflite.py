@@ -90,7 +90,7 @@ def _rows_from_debug_model(debugger: Any, samples: np.ndarray, known: Sequence[s
     interp.allocate_tensors()
     inp = interp.get_input_details()[0]
     for i in range(len(samples)):
-        interp.set_tensor(inp["index"], _encode(samples[i:i + 1], inp))
+        interp.set_tensor(inp["index"], encode_for(samples[i:i + 1], inp))
         interp.invoke()
         for op in verify:
             q_idx, f_idx = op["inputs"][:2]
@@ -167,12 +167,15 @@ def _quant_params(detail: dict) -> tuple[float, int]:
     return float(scale), int(zero)
 
 
-def _encode(x: np.ndarray, detail: dict) -> np.ndarray:
-    if np.dtype(detail["dtype"]).kind == "f":
-        return x.astype(detail["dtype"])
+def encode_for(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Float model input -> an interpreter input tensor, with the shared quantizer (edgecnn.preprocess)."""
+    from edgecnn.manifest import TensorSpec  # noqa: PLC0415
+    from edgecnn.preprocess import encode_float  # noqa: PLC0415
+
     scale, zero = detail["quantization"]
-    info = np.iinfo(detail["dtype"])
-    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(detail["dtype"])
+    dtype = np.dtype(detail["dtype"]).name
+    return encode_float(x, TensorSpec(name=str(detail.get("name", "input")), shape=(), dtype=dtype,
+                                      scale=float(scale) if dtype != "float32" else 0.0, zero_point=int(zero)))
 
 
 def _savedmodel(loaded: Any, work: Path) -> Path:

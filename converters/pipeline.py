@@ -20,7 +20,7 @@ from typing import Optional
 from edgecnn.data import Dataset, load_dataset
 from edgecnn.errors import AccuracyBudgetError, DataError, InputPathError, UsageError
 from edgecnn.interrupts import InterruptGuard, interrupt_guard
-from edgecnn.fileio import check_writable_dir, refuse_overwrite, sha256_of, write_text_atomic
+from edgecnn.fileio import check_writable_dir, process_alive, refuse_overwrite, sha256_of, write_text_atomic
 from edgecnn.manifest import MANIFEST_NAME, ArtifactEntry, ColorOrder, Manifest, OutputKind, ResizeMode
 
 from edgecnn.converters import calibration as cal
@@ -146,18 +146,8 @@ def _remove_stale_staging(out_dir: Path) -> None:
     """Staging folders of conversions that were killed (their process is gone) are removed."""
     for leftover in out_dir.glob(".convert.partial-*"):
         pid = leftover.name.rpartition("-")[2]
-        if pid.isdigit() and not _process_alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def _check_options(options: ConvertOptions) -> None:

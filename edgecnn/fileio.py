@@ -121,11 +121,12 @@ def _remove_stale_partials(final: Path) -> None:
     with contextlib.suppress(OSError):
         for leftover in final.parent.glob(f".{final.name}.partial-*"):
             pid = leftover.name.rpartition("-")[2]
-            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
                 _remove(leftover)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (the owner of a ``.partial-PID`` output)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
