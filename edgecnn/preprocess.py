@@ -143,17 +143,18 @@ class InputEncoder:
     prep: Preprocessing
     spec: TensorSpec
     table: np.ndarray  # (C, 256) of spec.dtype
+    uniform: bool = False  # every channel maps alike: one flat lookup, whatever the channel count
 
     @classmethod
     def build(cls, prep: Preprocessing, spec: TensorSpec) -> "InputEncoder":
         floats = _float_table(prep)
         table = quantize(floats, spec) if spec.quantized else floats.astype(spec.dtype)
-        return cls(prep=prep, spec=spec, table=table)
+        return cls(prep=prep, spec=spec, table=table, uniform=bool(np.all(table == table[:1])))
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         if pixels.dtype != np.uint8:
             raise DataError(f"pixels dtype is {pixels.dtype}, expected uint8")
-        if self.table.shape[0] == 1 or not np.any(self.table != self.table[:1]):
+        if self.uniform:
             out = self.table[0][pixels]
         else:
             if pixels.ndim == 0 or pixels.shape[-1] != self.table.shape[0]:
