@@ -14,7 +14,7 @@ import numpy as np
 
 from edgecnn.data import Dataset
 from edgecnn.errors import DataError, UsageError
-from edgecnn.manifest import ColorOrder, Preprocessing, ResizeMode
+from edgecnn.manifest import Interpolation, ColorOrder, Preprocessing, ResizeMode
 from edgecnn.preprocess import prepare_batch, to_float
 
 TINY_CALIBRATION = 50  # fewer samples than this give unstable int8 ranges
@@ -27,6 +27,7 @@ class PrepRequest:
 
     color: Optional[ColorOrder] = None
     resize: ResizeMode = ResizeMode.STRETCH
+    interpolation: Interpolation = Interpolation.LINEAR
     scale: Optional[float] = None
     mean: Optional[tuple[float, ...]] = None
     std: Optional[tuple[float, ...]] = None
@@ -66,6 +67,7 @@ def build_preprocessing(input_shape: tuple[int, ...], request: PrepRequest, laye
         if request.scale is not None and request.scale != 1.0:
             notes.append(f"--scale {request.scale:g} given although the model rescales itself: check it is intended")
     prep = Preprocessing(height=height, width=width, color=color, resize=request.resize,
+                         interpolation=request.interpolation,
                          scale=default_scale if request.scale is None else float(request.scale),
                          mean=request.mean or (0.0,), std=request.std or (1.0,), invert=request.invert, flatten=flatten)
     try:

@@ -21,7 +21,7 @@ from edgecnn.data import Dataset, load_dataset
 from edgecnn.errors import AccuracyBudgetError, DataError, InputPathError, UsageError
 from edgecnn.interrupts import InterruptGuard, interrupt_guard
 from edgecnn.fileio import check_writable_dir, process_alive, refuse_overwrite, sha256_of, write_text_atomic
-from edgecnn.manifest import MANIFEST_NAME, ArtifactEntry, ColorOrder, Manifest, OutputKind, ResizeMode
+from edgecnn.manifest import MANIFEST_NAME, Interpolation, ArtifactEntry, ColorOrder, Manifest, OutputKind, ResizeMode
 
 from edgecnn.converters import calibration as cal
 from edgecnn.converters.formats import FormatSpec, IoType, parse_formats
@@ -47,6 +47,7 @@ class ConvertOptions:
     labels_file: Optional[Path] = None
     color: Optional[ColorOrder] = None
     resize: ResizeMode = ResizeMode.STRETCH
+    interpolation: Interpolation = Interpolation.LINEAR  # how larger images are shrunk (Keras: bilinear)
     scale: Optional[float] = None
     mean: Optional[tuple[float, ...]] = None
     std: Optional[tuple[float, ...]] = None
@@ -164,7 +165,8 @@ def _check_options(options: ConvertOptions) -> None:
 
 
 def _prep_request(options: ConvertOptions) -> cal.PrepRequest:
-    return cal.PrepRequest(color=options.color, resize=options.resize, scale=options.scale, mean=options.mean,
+    return cal.PrepRequest(color=options.color, resize=options.resize, interpolation=options.interpolation,
+                           scale=options.scale, mean=options.mean,
                            std=options.std, invert=options.invert)
 
 

@@ -182,7 +182,7 @@ class Classifier:
                 and self.prep.color != ColorOrder.GRAY and ColorOrder(source_color) != ColorOrder.GRAY):
             # Resizing works per channel, so resizing first and swapping RGB<->BGR on the small image gives
             # the same bytes as prepare_pixels, without copying a reversed full-size frame (5 ms at 640x480).
-            small = resize_image(frame, self.prep.height, self.prep.width, self.prep.resize)
+            small = resize_image(frame, self.prep.height, self.prep.width, self.prep.resize, self.prep.interpolation)
             if ColorOrder(source_color) == self.prep.color:
                 return small
             return self._cv2.cvtColor(small, self._cv2.COLOR_BGR2RGB) if self._cv2 else small[:, :, ::-1]

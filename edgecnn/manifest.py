@@ -32,6 +32,13 @@ class ResizeMode(str, Enum):
     LETTERBOX = "letterbox"      # fit inside, pad with zeros
 
 
+class Interpolation(str, Enum):
+    # Bilinear is what Keras resizes with (image_dataset_from_directory, the Resizing layer, tf.image.resize:
+    # no antialiasing); area averaging suits pipelines that shrank with OpenCV's INTER_AREA or PIL's box filter.
+    LINEAR = "linear"
+    AREA = "area"
+
+
 class OutputKind(str, Enum):
     PROBABILITIES = "probabilities"  # the model ends in softmax
     LOGITS = "logits"                # apply softmax after dequantizing
@@ -45,6 +52,7 @@ class Preprocessing:
     width: int
     color: ColorOrder = ColorOrder.RGB
     resize: ResizeMode = ResizeMode.STRETCH
+    interpolation: Interpolation = Interpolation.LINEAR  # how a larger frame is shrunk; enlarging is bilinear
     scale: float = 1.0 / 255.0
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
@@ -174,6 +182,7 @@ class Manifest:
                 preprocessing=Preprocessing(
                     height=_int(prep["height"], "height"), width=_int(prep["width"], "width"),
                     color=ColorOrder(prep.get("color", "rgb")), resize=ResizeMode(prep.get("resize", "stretch")),
+                    interpolation=Interpolation(prep.get("interpolation", "linear")),
                     scale=_float(prep.get("scale", 1 / 255), "scale"),
                     mean=tuple(_float(v, "mean") for v in _array(prep.get("mean", [0.0]), "mean")),
                     std=tuple(_float(v, "std") for v in _array(prep.get("std", [1.0]), "std")),

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from edgecnn.errors import DataError
-from edgecnn.manifest import ColorOrder, OutputKind, Preprocessing, ResizeMode, TensorSpec
+from edgecnn.manifest import ColorOrder, Interpolation, OutputKind, Preprocessing, ResizeMode, TensorSpec
 
 _QRANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
 
@@ -50,8 +50,9 @@ def convert_color(image: np.ndarray, source: ColorOrder, target: ColorOrder) -> 
     return image[:, :, ::-1]
 
 
-def resize_image(image: np.ndarray, height: int, width: int, mode: ResizeMode) -> np.ndarray:
-    """Resize (H, W, C) uint8 to (height, width, C). INTER_AREA when shrinking, as training pipelines do."""
+def resize_image(image: np.ndarray, height: int, width: int, mode: ResizeMode,
+                 interpolation: Interpolation = Interpolation.LINEAR) -> np.ndarray:
+    """Resize (H, W, C) uint8 to (height, width, C), shrinking with ``interpolation`` (the training pipeline's)."""
     h, w = image.shape[:2]
     if (h, w) == (height, width):
         return image
@@ -71,17 +72,18 @@ def resize_image(image: np.ndarray, height: int, width: int, mode: ResizeMode) -
     if mode == ResizeMode.LETTERBOX:
         ratio = min(height / h, width / w)
         new_h, new_w = max(1, round(h * ratio)), max(1, round(w * ratio))
-        inner = _cv2_resize(cv2, image, new_h, new_w)
+        inner = _cv2_resize(cv2, image, new_h, new_w, interpolation)
         canvas = np.zeros((height, width, channels), dtype=image.dtype)
         y0, x0 = (height - new_h) // 2, (width - new_w) // 2
         canvas[y0:y0 + new_h, x0:x0 + new_w] = inner.reshape(new_h, new_w, channels)
         return canvas
-    return _cv2_resize(cv2, image, height, width).reshape(height, width, channels)
+    return _cv2_resize(cv2, image, height, width, interpolation).reshape(height, width, channels)
 
 
-def _cv2_resize(cv2, image: np.ndarray, height: int, width: int) -> np.ndarray:
+def _cv2_resize(cv2, image: np.ndarray, height: int, width: int, interpolation: Interpolation) -> np.ndarray:
     h, w = image.shape[:2]
-    interp = cv2.INTER_AREA if height < h or width < w else cv2.INTER_LINEAR
+    shrink_area = Interpolation(interpolation) == Interpolation.AREA and (height < h or width < w)
+    interp = cv2.INTER_AREA if shrink_area else cv2.INTER_LINEAR
     return cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=interp)
 
 
@@ -93,7 +95,7 @@ def prepare_pixels(image: np.ndarray, prep: Preprocessing, source_color: ColorOr
     if image.size == 0:
         raise DataError("image is empty (0 pixels)")
     colored = convert_color(image, ColorOrder(source_color), prep.color)
-    return resize_image(colored, prep.height, prep.width, prep.resize)
+    return resize_image(colored, prep.height, prep.width, prep.resize, prep.interpolation)
 
 
 def prepare_batch(images: Sequence[np.ndarray] | np.ndarray, prep: Preprocessing,

@@ -209,3 +209,26 @@ def test_decode_quantized_output_dequantizes():
     out = decode_output(np.array([[-128, 0, 127]], np.int8), spec)
     np.testing.assert_allclose(out, [[0.0, 0.5, 255 / 256]])
     assert np.allclose(softmax(np.array([[1000.0, 1000.0]])), 0.5)
+
+
+def test_interpolation_is_recorded_and_honoured():
+    """Shrinking follows the manifest: bilinear by default (as Keras resizes), area on request; both round-trip."""
+    import dataclasses
+
+    from edgecnn.manifest import Interpolation, Manifest, Preprocessing
+
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    linear = Preprocessing(height=224, width=224)
+    area = dataclasses.replace(linear, interpolation=Interpolation.AREA)
+    assert linear.interpolation == Interpolation.LINEAR
+    import cv2
+
+    expected_linear = cv2.resize(frame, (224, 224), interpolation=cv2.INTER_LINEAR)
+    expected_area = cv2.resize(frame, (224, 224), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(prepare_pixels(frame, linear), expected_linear)
+    assert np.array_equal(prepare_pixels(frame, area), expected_area)
+    assert not np.array_equal(expected_linear, expected_area)
+    manifest = Manifest(model_name="m", source_sha256="0" * 64, input_shape=(224, 224, 3), preprocessing=area,
+                        labels=("a", "b"))
+    assert Manifest.from_dict(manifest.to_dict()).preprocessing.interpolation == Interpolation.AREA

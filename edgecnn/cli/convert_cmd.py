@@ -28,6 +28,8 @@ _FORMAT_NAMES = "tflite-fp32, tflite-fp16, tflite-dynamic, tflite-int8, onnx-fp3
 @click.option("--color", type=click.Choice(["rgb", "bgr", "gray"]), help="Channel order the model was trained on.")
 @click.option("--resize", type=click.Choice(["stretch", "center_crop", "letterbox"]), default="stretch",
               show_default=True, help="How images are brought to the model's input size.")
+@click.option("--interpolation", type=click.Choice(["linear", "area"]), default="linear", show_default=True,
+              help="How larger images are shrunk: linear (as Keras' Resizing / image_dataset_from_directory) or area.")
 @click.option("--scale", help="Pixel scale, e.g. 1/255 (default), or 1 when the model rescales itself.")
 @click.option("--mean", help="Mean subtracted after scaling: one value or one per channel (comma-separated).")
 @click.option("--std", help="Std divided by after the mean: one value or one per channel.")
@@ -41,17 +43,17 @@ _FORMAT_NAMES = "tflite-fp32, tflite-fp16, tflite-dynamic, tflite-int8, onnx-fp3
 @click.option("--unsafe", is_flag=True, help="Load models with Lambda layers / custom code (only trusted files).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of a table.")
 def convert_command(model: Optional[str], calib, val, out, formats, io_type, calib_method, calib_samples, labels_file,
-                    color, resize, scale, mean, std, invert, max_drop, fallback, per_tensor, opset, force, unsafe,
+                    color, resize, interpolation, scale, mean, std, invert, max_drop, fallback, per_tensor, opset, force, unsafe,
                     as_json) -> None:
     """Convert MODEL (.keras, .h5 or SavedModel folder; default: the embedded MNIST CNN) to TFLite and ONNX,
     verify every artifact against Keras, and write manifest.json beside them."""
     from edgecnn.converters.formats import IoType  # noqa: PLC0415
     from edgecnn.converters.pipeline import ConvertOptions, FallbackMode, convert  # noqa: PLC0415
-    from edgecnn.manifest import ColorOrder, ResizeMode  # noqa: PLC0415
+    from edgecnn.manifest import ColorOrder, Interpolation, ResizeMode  # noqa: PLC0415
 
     options = ConvertOptions(
         formats=formats, io=IoType(io_type), calib_method=calib_method.strip().lower(), calib_samples=calib_samples,
-        labels_file=labels_file, color=ColorOrder(color) if color else None, resize=ResizeMode(resize),
+        labels_file=labels_file, color=ColorOrder(color) if color else None, resize=ResizeMode(resize), interpolation=Interpolation(interpolation),
         scale=_number(scale, "--scale") if scale is not None else None, mean=_numbers(mean, "--mean"),
         std=_numbers(std, "--std"), invert=invert, max_drop=max_drop, force=force, unsafe=unsafe,
         fallback=FallbackMode(fallback), per_channel=not per_tensor, opset=opset, progress=not as_json)
