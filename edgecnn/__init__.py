@@ -19,7 +19,8 @@ _API = {
     "run": ("edgecnn.devices.live", "run"),
     "RunOptions": ("edgecnn.devices.live", "RunOptions"),
     "open_runner": ("edgecnn.devices.runners", "open_runner"),
-    "bench": ("edgecnn.bench.harness", "bench"),
+    # Not "bench": that name is the edgecnn.bench subpackage, which would shadow the function once imported.
+    "benchmark": ("edgecnn.bench.harness", "bench"),
     "BenchOptions": ("edgecnn.bench.harness", "BenchOptions"),
     "report": ("edgecnn.bench.report", "merge_reports"),
     "inspect": ("edgecnn.converters.inspect", "inspect"),
