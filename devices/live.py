@@ -114,6 +114,10 @@ def run(model: Path | str, device: str = "cpu", source: str = "0", options: RunO
     replaces devices.sources.open_source (tests put camera doubles at the hardware boundary with it).
     """
     options.validate()
+    if classifier is None:
+        from edgecnn.devices.runners import get_target  # noqa: PLC0415
+
+        get_target(device)  # an unknown device name is reported before anything else is opened
     spec = parse_source(source, options.width, options.height, loop=options.loop)
     outputs = [Path(p) for p in (options.jsonl, options.record) if p and p != "-"]
     refuse_overwrite(outputs, options.force)

@@ -148,3 +148,12 @@ def test_ctrl_c_on_the_real_process_ends_with_the_summary_and_a_complete_jsonl(t
     lines = out.read_text().splitlines()
     assert lines and all(json.loads(line)["frame"] == i for i, line in enumerate(lines))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frames.jsonl"]
+
+
+def test_unknown_device_is_named_before_the_source_is_opened(capsys):
+    from edgecnn.cli import main
+
+    code = main(["run", "model.tflite", "--device", "gpuu", "--source", "no-such-source"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "unknown device 'gpuu'" in err and "did you mean 'gpu'" in err and "Traceback" not in err
