@@ -48,33 +48,17 @@ from edgecnn.manifest import ColorOrder, Preprocessing  # noqa: E402
 RESULTS = Path(__file__).parent / "results"
 MOBILENET_PREP = Preprocessing(height=224, width=224, color=ColorOrder.RGB, scale=1 / 127.5, mean=(1.0,))
 
-CONVERT_MOBILENET = """
-import sys, numpy as np, tensorflow as tf
-from edgecnn.converters.zoo import mobilenet_v2
-model = mobilenet_v2()
-rng = np.random.default_rng(0)
-def representative():
-    for _ in range(16):
-        yield [rng.uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32)]
-conv = tf.lite.TFLiteConverter.from_keras_model(model)
-conv.optimizations = [tf.lite.Optimize.DEFAULT]
-conv.representative_dataset = representative
-conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-conv.inference_input_type = tf.int8
-conv.inference_output_type = tf.int8
-open(sys.argv[1], "wb").write(conv.convert())
-"""
+
 
 
 def mobilenet_int8() -> Path:
-    root = Path(os.environ.get("EDGECNN_CACHE") or Path.home() / ".cache" / "edgecnn") / "bench-live"
-    path = root / "mobilenet_v2-int8.tflite"
-    if not path.exists():
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = root / f".mobilenet_v2-int8.partial-{os.getpid()}.tflite"
-        subprocess.run([sys.executable, "-c", CONVERT_MOBILENET, str(tmp)], check=True, capture_output=True)
-        os.replace(tmp, path)
-    return path
+    """The cached MobileNetV2 int8 of benchmarks/runner_overhead.py, converted in a child process so that this
+    process (whose memory and CPU are measured) never imports TensorFlow."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from runner_overhead import mobilenet_int8; "
+            "print(mobilenet_int8())")
+    done = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent)], check=True, capture_output=True,
+                          text=True)
+    return Path(done.stdout.strip().splitlines()[-1])
 
 
 def mnist_int8() -> Path:
