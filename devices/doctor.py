@@ -6,7 +6,6 @@ point the /dev, /proc and /sys reads at a stand-in tree for hardware this machin
 """
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import os
 import platform
@@ -17,6 +16,8 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
+
+from edgecnn.devices.litert import dist_version as _version
 
 CORAL_USB_IDS = {("1a6e", "089a"): "Coral USB Accelerator (not yet initialised)",
                  ("18d1", "9302"): "Coral USB Accelerator"}
@@ -41,13 +42,6 @@ class Check:
 
     def to_dict(self) -> dict[str, str]:
         return {**asdict(self), "status": self.status.value}
-
-
-def _version(dist: str) -> Optional[str]:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def _present(module: str) -> bool:

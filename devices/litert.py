@@ -61,7 +61,8 @@ def tflite_runtime_conflict(tflite_version: str, numpy_version: str) -> Optional
     return (f"tflite_runtime {tflite_version} was built for numpy 1 and crashes under numpy {numpy_version}")
 
 
-def _dist_version(name: str) -> Optional[str]:
+def dist_version(name: str) -> Optional[str]:
+    """The installed version of distribution ``name``, or None."""
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
@@ -75,7 +76,7 @@ def _load(name: str) -> LiteRTRuntime:
         return LiteRTRuntime(name, tf.__version__, lite.Interpreter, lite.experimental.load_delegate,
                              getattr(lite.experimental, "OpResolverType", None))
     module = importlib.import_module(f"{name}.interpreter")
-    version = _dist_version(name.replace("_", "-")) or getattr(importlib.import_module(name), "__version__", "?")
+    version = dist_version(name.replace("_", "-")) or getattr(importlib.import_module(name), "__version__", "?")
     return LiteRTRuntime(name, version, module.Interpreter, module.load_delegate,
                          getattr(module, "OpResolverType", None))
 
@@ -96,7 +97,7 @@ def resolve_runtime(prefer: Optional[str] = None) -> LiteRTRuntime:
         if not _module_present(name):
             continue
         if name == "tflite_runtime":
-            conflict = tflite_runtime_conflict(_dist_version("tflite-runtime") or "0", np.__version__)
+            conflict = tflite_runtime_conflict(dist_version("tflite-runtime") or "0", np.__version__)
             if conflict:
                 problems.append(conflict)
                 continue

@@ -130,7 +130,7 @@ def test_an_installed_tflite_runtime_under_numpy2_is_never_imported(monkeypatch)
     import edgecnn.devices.litert as litert
 
     monkeypatch.setattr(litert, "_module_present", lambda name: name == "tflite_runtime")
-    monkeypatch.setattr(litert, "_dist_version", lambda name: "2.14.0" if name == "tflite-runtime" else None)
+    monkeypatch.setattr(litert, "dist_version", lambda name: "2.14.0" if name == "tflite-runtime" else None)
     monkeypatch.setattr(litert, "_load", lambda name: pytest.fail(f"{name} was imported"))
     litert.resolve_runtime.cache_clear()
     try:
