@@ -109,7 +109,7 @@ def test_labels_file_with_the_wrong_count(tmp_path, capsys, mnist_keras_path):
     out = tmp_path / "out"
     code, _, err = _run(capsys, "convert", str(mnist_keras_path), "--calib", "mnist", "--labels", str(labels),
                         "--out", str(out))
-    _assert_one_line_error(code, err, "3 labels", "10 outputs")
+    _assert_one_line_error(code, err, "3 labels", "10 classes")
     assert not out.exists()
 
 
