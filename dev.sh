@@ -13,7 +13,7 @@ setup() {
   local stamp="$VENV/.edgecnn-installed"
   if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -e '.[convert,dev]'
+    "$VENV/bin/python" -m pip install -q -e '.[convert,dev,cluster]'
     touch "$stamp"
   fi
 }

@@ -64,6 +64,9 @@ HEADERS = ("step", "kept in float", "accuracy %", "drop pp", "size KiB", "latenc
 
 Build = Callable[[tuple[str, ...], Path], None]          # write the model keeping these layers float
 Measure = Callable[[Path], tuple[float, float]]         # -> (accuracy, median latency ms)
+# How a candidate's raw outputs are computed for its accuracy: (path, family, encoded inputs, progress) -> outputs;
+# edgecnn.converters.verify.RunArtifact. None: here, in one call. --ray passes one that runs chunks on a cluster.
+Run = Optional[Callable[..., np.ndarray]]
 
 
 def search(build: Build, measure: Measure, groups: Sequence[Sequence[str]], max_drop: float, keras_accuracy: float,
@@ -99,8 +102,10 @@ def cumulative(groups: Sequence[Sequence[str]]) -> list[tuple[str, ...]]:
 def auto_fallback(loaded: Any, family: str, calib: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
                   max_drop: float, out_path: Path, io: str = "int8", per_channel: bool = True,
                   calib_method: str = "minmax", inspect_samples: int = 100,
-                  on_step: Optional[Callable[[FallbackStep], None]] = None) -> FallbackReport:
+                  on_step: Optional[Callable[[FallbackStep], None]] = None, run: Run = None) -> FallbackReport:
     """The pipeline's one call: write the int8 artifact of ``family`` at ``out_path`` within ``max_drop``.
+
+    ``run``: where each candidate's accuracy is computed (default: here); its latency is always timed here.
 
     Writes ``<out_path>.fallback.json`` (the report) in every case; raises AccuracyBudgetError (with the
     report as ``.report``) when even the last step misses the budget. ``val_x`` is float model input.
@@ -114,7 +119,7 @@ def auto_fallback(loaded: Any, family: str, calib: np.ndarray, val_x: np.ndarray
         work = Path(tmp)
         build, groups = _tflite_plan(loaded, calib, io, per_channel, inspect_samples) if family == "tflite" else \
             _onnx_plan(loaded, calib, calib_method, per_channel, inspect_samples, work)
-        measure = _tflite_measure(val_x, val_y) if family == "tflite" else _onnx_measure(val_x, val_y)
+        measure = _tflite_measure(val_x, val_y, run) if family == "tflite" else _onnx_measure(val_x, val_y, run)
         report, last = search(build, measure, groups, max_drop, keras_accuracy, len(val_x), family, work, on_step)
         write_bytes_atomic(Path(out_path), last.read_bytes())
     write_json_atomic(report_path(out_path), report.to_dict())
@@ -127,7 +132,7 @@ def auto_fallback(loaded: Any, family: str, calib: np.ndarray, val_x: np.ndarray
     return report
 
 
-def fallback_artifact(job: Any, verify_data: Any, max_drop: float) -> tuple[Any, FallbackReport]:
+def fallback_artifact(job: Any, verify_data: Any, max_drop: float, run: Run = None) -> tuple[Any, FallbackReport]:
     """The convert pipeline's hook: rebuild ``job`` (an int8 BuildJob over budget) at ``job.out_path`` with the
     fewest harmful layers kept in float that meets ``max_drop``; return the BuiltArtifact and the report.
 
@@ -140,7 +145,7 @@ def fallback_artifact(job: Any, verify_data: Any, max_drop: float) -> tuple[Any,
     try:
         report = auto_fallback(job.model, family, job.calib_inputs, verify_data.inputs, verify_data.labels, max_drop,
                                Path(job.out_path), io=str(getattr(job.io, "value", job.io)), per_channel=job.per_channel,
-                               calib_method=job.calib_method)
+                               calib_method=job.calib_method, run=run)
     except AccuracyBudgetError as exc:
         report = exc.report
     notes = embed_metadata(family, Path(job.out_path), job.metadata) if job.metadata else ()
@@ -182,7 +187,7 @@ def _tflite_plan(loaded: Any, calib: np.ndarray, io: str, per_channel: bool, sam
     return build, groups
 
 
-def _tflite_measure(val_x: np.ndarray, val_y: np.ndarray) -> Measure:
+def _tflite_measure(val_x: np.ndarray, val_y: np.ndarray, run: Run = None) -> Measure:
     def measure(path: Path) -> tuple[float, float]:
         from edgecnn.converters.inspect_tflite import encode_for  # noqa: PLC0415
         from edgecnn.converters.tflite import make_interpreter  # noqa: PLC0415
@@ -190,11 +195,13 @@ def _tflite_measure(val_x: np.ndarray, val_y: np.ndarray) -> Measure:
         from edgecnn.devices.base import RunnerOptions  # noqa: PLC0415
         from edgecnn.devices.runners import open_runner  # noqa: PLC0415
 
-        # The runner handles static batch-1 models (edgecnn's TFLite export) by running sample by sample.
-        with open_runner(path, "cpu", RunnerOptions(threads=1, probe=False)) as runner:
-            interp = make_interpreter(path, threads=1)
-            inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-            raw = runner.invoke(encode_for(val_x, inp))
+        interp = make_interpreter(path, threads=1)
+        inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+        if run is not None:
+            raw = run(path, "tflite", encode_for(val_x, inp), None)
+        else:  # the runner handles static batch-1 models (edgecnn's TFLite export) by running sample by sample
+            with open_runner(path, "cpu", RunnerOptions(threads=1, probe=False)) as runner:
+                raw = runner.invoke(encode_for(val_x, inp))
         accuracy = float(np.mean(_top1(_decode(raw, out)) == val_y))
         single = make_interpreter(path, threads=1)
         sin = single.get_input_details()[0]
@@ -226,7 +233,7 @@ def _onnx_plan(loaded: Any, calib: np.ndarray, method: str, per_channel: bool, s
     return build, groups
 
 
-def _onnx_measure(val_x: np.ndarray, val_y: np.ndarray) -> Measure:
+def _onnx_measure(val_x: np.ndarray, val_y: np.ndarray, run: Run = None) -> Measure:
     def measure(path: Path) -> tuple[float, float]:
         import onnxruntime as ort  # noqa: PLC0415
 
@@ -234,7 +241,8 @@ def _onnx_measure(val_x: np.ndarray, val_y: np.ndarray) -> Measure:
         options.intra_op_num_threads = 1
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
-        accuracy = float(np.mean(_top1(session.run(None, {name: val_x})[0]) == val_y))
+        raw = session.run(None, {name: val_x})[0] if run is None else run(path, "onnx", val_x, None)
+        accuracy = float(np.mean(_top1(raw) == val_y))
         one = val_x[:1]
         return accuracy, _median_ms(lambda: session.run(None, {name: one}))
 

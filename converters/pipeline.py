@@ -7,6 +7,7 @@ last, after the report exists, and raises AccuracyBudgetError carrying the resul
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import os
@@ -31,7 +32,8 @@ from edgecnn.converters.formats import FormatSpec, IoType, parse_formats
 from edgecnn.converters.progress import ProgressReporter
 from edgecnn.converters.steps import BuildJob, BuiltArtifact, build_artifact
 from edgecnn.converters import heads
-from edgecnn.converters.verify import VerifyRule, judge, reference_outputs, verify_artifact
+from edgecnn.converters.verify import BATCH, VerifyRule, cluster_run, judge, reference_outputs, verify_artifact
+from edgecnn.devices.cluster import ClusterOptions
 
 DEFAULT_CALIB_SAMPLES = 200
 CALIB_METHODS = ("minmax", "entropy", "percentile")
@@ -66,6 +68,7 @@ class ConvertOptions:
     progress: bool = True
     output_kind: Optional[OutputKind] = None  # None: decided from the graph's final op and the float outputs
     min_float_agreement: float = 0.99        # fp32/fp16 artifacts agreeing less with Keras are refused
+    ray: Optional[ClusterOptions] = None     # verify (and measure --fallback candidates) as chunks on a Ray cluster
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class ConvertResult:
     warnings: tuple[str, ...] = ()
     over_budget: tuple[str, ...] = field(default=())  # artifacts that lost more than --max-drop
     failed: tuple[FailedArtifact, ...] = ()  # formats refused (build error, NaN, chance level...): not published
+    cluster_summary: Optional[str] = None    # --ray: where the verification chunks ran, all artifacts together
 
     def artifact_path(self, name: str) -> Path:
         return self.out_dir / self.manifest.artifact(name).file
@@ -87,9 +91,24 @@ def convert(model: Optional[str | Path] = None, calib: Optional[str | Path] = No
 
     Raises UsageError/DataError/ModelLoadError (exit 2) before anything is written; ConversionFailedError
     (exit 1, ``.result`` set when something was published) when a format failed to build or was refused by
-    verification; AccuracyBudgetError (exit 1) when an artifact lost more than ``max_drop``.
+    verification; AccuracyBudgetError (exit 1) when an artifact lost more than ``max_drop``. With
+    ``options.ray``: ClusterError (exit 2) when the cluster cannot be reached, before any work.
     """
     _check_options(options)
+    with _cluster(options.ray) as cluster:
+        return _convert(model, calib, val, out, options, cluster)
+
+
+def _cluster(ray: Optional[ClusterOptions]):
+    """The Ray connection for --ray (Ray is imported only then), else nothing."""
+    if ray is None:
+        return contextlib.nullcontext()
+    from edgecnn.devices.cluster import Cluster  # noqa: PLC0415
+
+    return Cluster(ray)
+
+
+def _convert(model, calib, val, out, options: ConvertOptions, cluster) -> ConvertResult:
     formats = parse_formats(options.formats)
     if model is None:
         from edgecnn.converters.zoo import trained_mnist_cnn  # noqa: PLC0415
@@ -127,7 +146,7 @@ def convert(model: Optional[str | Path] = None, calib: Optional[str | Path] = No
         if chosen_calib is not None else {}
     manifest = Manifest(model_name=loaded.name, source_sha256=loaded.sha256, input_shape=loaded.input_shape,
                         preprocessing=prep, labels=labels, output_kind=head.kind,
-                        versions=_versions(), calibration=calib_record,
+                        versions=_versions(cluster is not None), calibration=calib_record,
                         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     manifest.validate()  # what the runners will check when they read it
     reporter = ProgressReporter(enabled=options.progress)
@@ -140,7 +159,7 @@ def convert(model: Optional[str | Path] = None, calib: Optional[str | Path] = No
     try:
         with interrupt_guard() as guard:
             entries, failed = _build_all(loaded, formats, staging, chosen_calib, verify_data, manifest, options,
-                                         reporter, guard)
+                                         reporter, guard, cluster)
             manifest = manifest.with_artifacts(tuple(entries)).with_failed(tuple(failed))
             guard.check()  # a Ctrl-C swallowed inside a native callback still stops before anything is published
             if entries:
@@ -151,7 +170,8 @@ def convert(model: Optional[str | Path] = None, calib: Optional[str | Path] = No
             out_dir.rmdir()  # nothing was published: leave no empty folder behind
     result = ConvertResult(out_dir=out_dir, manifest=manifest, manifest_path=manifest_path,
                            warnings=tuple(warnings), over_budget=_over_budget(entries, options.max_drop),
-                           failed=tuple(failed))
+                           failed=tuple(failed),
+                           cluster_summary=cluster.summary().line() if cluster is not None else None)
     _enforce_verification(result)
     _enforce_budget(result, options.max_drop)
     return result
@@ -209,6 +229,8 @@ def _check_options(options: ConvertOptions) -> None:
         raise UsageError("--fallback auto needs --max-drop PP", "say how many percentage points int8 may lose")
     if options.max_drop is not None and options.max_drop < 0:
         raise UsageError(f"--max-drop {options.max_drop} must be zero or positive (percentage points)")
+    if options.ray is not None:
+        options.ray.validate()
     if not 0.0 <= options.min_float_agreement <= 1.0:
         raise UsageError(f"--min-float-agreement {options.min_float_agreement} is outside 0..1",
                          "give a fraction, e.g. 0.99")
@@ -271,8 +293,8 @@ def _check_label_values(data: Optional[cal.ModelInputs], num_classes: int) -> No
 
 
 def _build_all(loaded, formats, out_dir: Path, calib: Optional[cal.ModelInputs], verify_data, manifest: Manifest,
-               options: ConvertOptions, reporter: ProgressReporter,
-               guard: InterruptGuard) -> tuple[list[ArtifactEntry], list[FailedArtifact]]:
+               options: ConvertOptions, reporter: ProgressReporter, guard: InterruptGuard,
+               cluster=None) -> tuple[list[ArtifactEntry], list[FailedArtifact]]:
     """Build and verify each format; one that fails to build or is refused by verification is listed as failed
     (its file removed from the staging folder) and the others go on."""
     entries, failed = [], []
@@ -298,15 +320,15 @@ def _build_all(loaded, formats, out_dir: Path, calib: Optional[cal.ModelInputs],
             guard.check()
             verification = None
             if verify_data is not None:
-                verification = _verify(built, spec, verify_data, manifest, reference, reporter)
+                built, verification = _verify(built, spec, verify_data, manifest, reference, reporter, cluster)
             # --fallback auto: an int8 artifact over --max-drop is rebuilt with its most harmful layers kept in
             # float (edgecnn.converters.fallback), then verified again like any artifact.
             if _needs_fallback(spec, verification, options):
                 from edgecnn.converters.fallback import fallback_artifact  # noqa: PLC0415
 
                 with reporter.status(f"--fallback auto: {spec.name}"):
-                    built, _ = fallback_artifact(job, verify_data, options.max_drop)
-                verification = _verify(built, spec, verify_data, manifest, reference, reporter)
+                    built, _ = fallback_artifact(job, verify_data, options.max_drop, run=cluster_run(cluster))
+                built, verification = _verify(built, spec, verify_data, manifest, reference, reporter, cluster)
             guard.check()
             reason = judge(spec.name, spec.precision, verification, rule) if verification is not None else None
             if reason is not None:
@@ -317,10 +339,18 @@ def _build_all(loaded, formats, out_dir: Path, calib: Optional[cal.ModelInputs],
     return entries, failed
 
 
-def _verify(built: BuiltArtifact, spec: FormatSpec, data, manifest: Manifest, reference, reporter):
-    with reporter.task(f"verify {spec.name}", len(data)) as advance:
-        return verify_artifact(built.path, spec.family, built.input, built.output, data, manifest.preprocessing,
-                               reference, advance, kind=manifest.output_kind, precision=spec.precision)
+def _verify(built: BuiltArtifact, spec: FormatSpec, data, manifest: Manifest, reference, reporter,
+            cluster=None) -> tuple[BuiltArtifact, object]:
+    """The artifact's Verification; with a cluster, run there in chunks, and where they ran noted on the artifact."""
+    placements: list = []
+    label, total = (f"verify {spec.name}", len(data)) if cluster is None else \
+        (f"verify {spec.name} on Ray", cluster.chunk_count(len(data), BATCH))
+    with reporter.task(label, total) as advance:
+        verification = verify_artifact(built.path, spec.family, built.input, built.output, data,
+                                       manifest.preprocessing, reference, advance, kind=manifest.output_kind,
+                                       precision=spec.precision, run=cluster_run(cluster, placements))
+    notes = tuple(f"verified on {p.line()}" for p in placements)
+    return dataclasses.replace(built, notes=built.notes + notes), verification
 
 
 def _needs_fallback(spec: FormatSpec, verification, options: ConvertOptions) -> bool:
@@ -362,11 +392,12 @@ def _enforce_budget(result: ConvertResult, max_drop: Optional[float]) -> None:
         raise error
 
 
-def _versions() -> dict[str, str]:
+def _versions(ray: bool = False) -> dict[str, str]:
     import importlib.metadata as md  # noqa: PLC0415
 
     versions = {}
-    for dist in ("edgecnn", "tensorflow", "keras", "numpy", "ai-edge-litert", "onnx", "onnxruntime", "tf2onnx"):
+    dists = ("edgecnn", "tensorflow", "keras", "numpy", "ai-edge-litert", "onnx", "onnxruntime", "tf2onnx")
+    for dist in dists + (("ray",) if ray else ()):
         try:
             versions[dist] = md.version(dist)
         except md.PackageNotFoundError:

@@ -25,6 +25,10 @@ from edgecnn.converters.calibration import ModelInputs
 
 BATCH = 250
 Progress = Callable[[int], None]  # called with the number of samples just done
+# Raw outputs of an artifact for encoded samples: (path, family, encoded, progress) -> outputs. The default runs
+# here (_run_artifact); ``--ray`` passes one that runs the same batches as chunks on a cluster.
+RunArtifact = Callable[[Path, str, np.ndarray, Optional[Progress]], np.ndarray]
+FAMILY_TARGET = {"tflite": "cpu", "onnx": "onnx-cpu"}  # the device target an artifact is verified on
 FLOAT_PRECISIONS = ("fp32", "fp16")
 # How far a float artifact's raw outputs may stray from Keras, as a share of the output range.
 FLOAT_REL_TOLERANCE = {"fp32": 1e-3, "fp16": 5e-2}
@@ -59,10 +63,14 @@ def encode_inputs(data: ModelInputs, prep: Preprocessing, spec: TensorSpec) -> n
 
 def verify_artifact(path: Path, family: str, input_spec: TensorSpec, output_spec: TensorSpec, data: ModelInputs,
                     prep: Preprocessing, reference: np.ndarray, progress: Optional[Progress] = None,
-                    kind: OutputKind = OutputKind.PROBABILITIES, precision: str = "fp32") -> Verification:
-    """Run ``path`` on ``data`` and compare it with ``reference`` (the Keras raw outputs for the same samples)."""
+                    kind: OutputKind = OutputKind.PROBABILITIES, precision: str = "fp32",
+                    run: Optional[RunArtifact] = None) -> Verification:
+    """Run ``path`` on ``data`` and compare it with ``reference`` (the Keras raw outputs for the same samples).
+
+    ``run``: how the artifact is run on the encoded samples (default: here, through the device runner).
+    """
     batch = encode_inputs(data, prep, input_spec)
-    raw = _run_artifact(Path(path), family, batch, progress)
+    raw = (run or _run_artifact)(Path(path), family, batch, progress)
     outputs = dequantize(raw, output_spec).reshape(len(data), -1)
     return compare(outputs, reference, data.labels, data.role, kind, tie_tolerance(outputs, reference, output_spec,
                                                                                   precision))
@@ -168,12 +176,27 @@ def judge(name: str, precision: str, verification: Verification, rule: VerifyRul
     return None
 
 
+def cluster_run(cluster, placements: Optional[list] = None) -> Optional[RunArtifact]:
+    """A RunArtifact that runs the local run's batches as chunks on ``cluster`` (edgecnn.devices.cluster.Cluster),
+    appending each run's Placement (where its chunks ran) to ``placements``; None without a cluster."""
+    if cluster is None:
+        return None
+
+    def run(path: Path, family: str, batch: np.ndarray, progress: Optional[Progress] = None) -> np.ndarray:
+        raw, placement = cluster.run(path, FAMILY_TARGET[family], batch, BATCH, progress)
+        if placements is not None:
+            placements.append(placement)
+        return raw
+
+    return run
+
+
 def _run_artifact(path: Path, family: str, batch: np.ndarray, progress: Optional[Progress]) -> np.ndarray:
     """Raw outputs of the artifact for ``batch``, in chunks, through the device runner for its format."""
     from edgecnn.devices.base import RunnerOptions  # noqa: PLC0415
     from edgecnn.devices.runners import open_runner  # noqa: PLC0415
 
-    target = "cpu" if family == "tflite" else "onnx-cpu"
+    target = FAMILY_TARGET[family]
     # probe=False: the file was written by this process a moment ago, there is no untrusted input to isolate.
     with open_runner(path, target, RunnerOptions(probe=False)) as runner:
         chunks = []

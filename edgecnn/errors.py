@@ -82,6 +82,10 @@ class DeviceError(EdgecnnError):
     """A device target that cannot run: no accelerator attached, silent CPU fallback refused, etc."""
 
 
+class ClusterError(EdgecnnError):
+    """A Ray cluster (``--ray``) that cannot be reached or joined, refuses this driver's token, or lost the work."""
+
+
 class SourceError(EdgecnnError):
     """A frame source (camera, file, stream) that cannot be opened."""
 

@@ -85,7 +85,14 @@ def float_inputs(pixels: np.ndarray, prep: Preprocessing) -> np.ndarray:
 def predict(invoke: Callable[[np.ndarray], np.ndarray], encoded: np.ndarray, output: TensorSpec,
             kind: OutputKind) -> np.ndarray:
     """Class scores (N, C) from one invoke per sample: the single-image path the device uses."""
-    rows = [decode_scores(invoke(encoded[i:i + 1]), output, kind)[0] for i in range(encoded.shape[0])]
+    return decode_rows([invoke(encoded[i:i + 1]) for i in range(encoded.shape[0])], output, kind)
+
+
+def decode_rows(raw: Sequence[np.ndarray] | np.ndarray, output: TensorSpec, kind: OutputKind) -> np.ndarray:
+    """Class scores (N, C) from raw outputs, each sample decoded on its own as ``predict`` does: the same
+    scores whether the outputs came from invokes here or from a cluster's chunks (edgecnn.devices.cluster)."""
+    rows = [decode_scores(raw[i:i + 1] if isinstance(raw, np.ndarray) else raw[i], output, kind)[0]
+            for i in range(len(raw))]
     return np.stack(rows) if rows else np.zeros((0, 0), np.float32)
 
 

@@ -6,11 +6,12 @@ throughput, MACs, accuracy (computed once per artifact and target, reused across
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from edgecnn.bench.reference import ReferenceBook, evaluate_artifact
 from edgecnn.bench.result import SAMPLES_KEPT, BenchResult, BenchRow, Offline, Status
 from edgecnn.bench.stats import DEFAULT_BLOCKS, DEFAULT_UNSTABLE_CV, summarize
 from edgecnn.data import Dataset, load_dataset
+from edgecnn.devices.cluster import ClusterOptions
 from edgecnn.errors import EdgecnnError, UsageError
 from edgecnn.manifest import ColorOrder, Layout, OutputKind, Preprocessing
 
@@ -52,6 +54,7 @@ class BenchOptions:
     max_drop_pp: Optional[float] = None  # above this accuracy loss: failed verification
     probe: bool = True  # check each model file in a child process before loading it here
     progress: bool = True
+    ray: Optional[ClusterOptions] = None  # accuracy (--data) as chunks on a Ray cluster; latency always here
 
     def plan(self) -> timing.TimingPlan:
         runs = self.runs if self.runs is not None or self.duration_s is not None else DEFAULT_RUNS
@@ -69,20 +72,32 @@ class BenchOptions:
             raise UsageError(f"min agreement {self.min_agreement} is outside 0..1")
         if self.max_samples is not None and self.max_samples < 1:
             raise UsageError(f"--samples {self.max_samples} is not positive")
+        if self.ray is not None:
+            self.ray.validate()
 
 
 def bench(models: Sequence[str | Path], devices: Sequence[str] = ("cpu",), threads: Sequence[int | str] = (1,),
           data: Dataset | str | Path | None = None, options: BenchOptions = BenchOptions(),
           command: str = "") -> BenchResult:
-    """Benchmark ``models`` (artifact files or convert output folders) on ``devices`` at each thread count."""
+    """Benchmark ``models`` (artifact files or convert output folders) on ``devices`` at each thread count.
+
+    With ``options.ray`` the accuracy evaluation runs as chunks on a Ray cluster (ClusterError when it cannot be
+    reached, before any work); latency is always measured on this machine, the one being benchmarked.
+    """
     options.validate()
+    if options.ray is not None and data is None:
+        raise UsageError("--ray runs the accuracy evaluation on a cluster, which needs --data",
+                         "give --data D, or leave out --ray (latency is always measured on this machine)")
     counts = parse_threads(threads)
     jobs = plan_jobs(collect_artifacts(models), devices, counts)
     dataset = _load_data(data, options.max_samples)
     for artifact in {id(j.artifact.manifest): j.artifact for j in jobs}.values():
         _check_data(artifact, dataset)  # labels that cannot be this model's: one error before any work
-    book = ReferenceBook(dataset, options.reference, options.unsafe, options.probe)
-    rows = _run_rows(jobs, dataset, book, options)
+    with _cluster(options.ray) as cluster:
+        book = ReferenceBook(dataset, options.reference, options.unsafe, options.probe, cluster=cluster)
+        rows = _run_rows(jobs, dataset, book, options)
+        if cluster is not None:
+            book.notes.append(f"accuracy on {cluster.summary().line()}; latency measured on this machine")
     if rows and all(row.status == Status.FAILED for row in rows):
         first = rows[0]
         raise BenchFailedError(f"every row failed; first: {Path(first.artifact).name} on {first.target}: {first.reason}")
@@ -90,6 +105,15 @@ def bench(models: Sequence[str | Path], devices: Sequence[str] = ("cpu",), threa
                        environment=fingerprint(), options=_options_dict(options, devices, counts),
                        rows=tuple(add_fp32_ratios(rows)), data=dataset.source if dataset is not None else None,
                        notes=tuple(book.notes))
+
+
+def _cluster(ray: Optional[ClusterOptions]):
+    """The Ray connection for --ray (Ray is imported only then), else nothing."""
+    if ray is None:
+        return contextlib.nullcontext()
+    from edgecnn.devices.cluster import Cluster  # noqa: PLC0415
+
+    return Cluster(ray)
 
 
 def _load_data(data: Dataset | str | Path | None, max_samples: Optional[int]) -> Optional[Dataset]:
@@ -114,6 +138,7 @@ def _run_rows(jobs: list[Job], dataset: Optional[Dataset], book: ReferenceBook,
     rows: list[BenchRow] = []
     accuracy_cache: dict[tuple[str, str], Optional[AccuracyResult]] = {}
     with _progress(options.progress, len(jobs)) as advance:
+        book.chunk_progress = advance.chunks
         for job in jobs:
             advance(f"{job.artifact.path.name} on {job.target} x{job.threads}")
             rows.append(run_row(job, dataset, book, options, accuracy_cache))
@@ -266,6 +291,19 @@ def _options_dict(options: BenchOptions, devices: Sequence[str], threads: Sequen
     return out
 
 
+class _Advance:
+    """``advance(description)`` moves the bench bar to the next row; ``chunks(description, total)`` adds a line
+    counting a --ray run's chunks and returns its ``advance(n)``."""
+
+    def __init__(self, advance: Callable[[str], None],
+                 chunks: Optional[Callable[[str, int], Callable[[int], None]]] = None) -> None:
+        self._advance = advance
+        self.chunks = chunks or (lambda description, total: (lambda n: None))
+
+    def __call__(self, description: str) -> None:
+        self._advance(description)
+
+
 class _progress:
     """A rich progress bar on stderr (transient), or nothing."""
 
@@ -275,7 +313,7 @@ class _progress:
 
     def __enter__(self):
         if not self.enabled:
-            return lambda description: None
+            return _Advance(lambda description: None)
         from rich.console import Console  # noqa: PLC0415
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
 
@@ -291,6 +329,19 @@ class _progress:
                 self._bar.advance(task)
             state["started"] = True
             self._bar.update(task, description=description)
+            self._bar.refresh()
+
+        return _Advance(advance, self._chunks)
+
+    def _chunks(self, description: str, total: int) -> Callable[[int], None]:
+        """A second line for the chunks of one --ray run (done / total), gone when they are."""
+        task = self._bar.add_task(description, total=total)
+        self._bar.refresh()
+
+        def advance(n: int) -> None:
+            self._bar.advance(task, n)
+            if next(t for t in self._bar.tasks if t.id == task).finished:
+                self._bar.remove_task(task)
             self._bar.refresh()
 
         return advance

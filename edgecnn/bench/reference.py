@@ -8,12 +8,12 @@ only, no loss). With unlabelled data: agreement with the fp32 artifact (Keras on
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
-from edgecnn.bench.accuracy import (AccuracyResult, align_labels, evaluate, find_keras_source, float_inputs,
-                                    keras_scores, pixels_for, predict, tensorflow_available)
+from edgecnn.bench.accuracy import (AccuracyResult, align_labels, decode_rows, evaluate, find_keras_source,
+                                    float_inputs, keras_scores, pixels_for, predict, tensorflow_available)
 from edgecnn.bench.jobs import Artifact
 from edgecnn.data import Dataset
 from edgecnn.errors import EdgecnnError
@@ -31,8 +31,12 @@ class Reference:
 class ReferenceBook:
     """Prepared inputs and reference scores per model, cached for the whole bench run."""
 
-    def __init__(self, dataset: Optional[Dataset], keras_path: Optional[str], unsafe: bool, probe: bool) -> None:
+    def __init__(self, dataset: Optional[Dataset], keras_path: Optional[str], unsafe: bool, probe: bool,
+                 cluster: Any = None) -> None:
         self.dataset = dataset
+        self.cluster = cluster  # edgecnn.devices.cluster.Cluster for --ray, else None
+        # (description, chunks) -> advance(n): a progress line for a --ray run's chunks
+        self.chunk_progress: Callable[[str, int], Callable[[int], None]] = lambda text, total: (lambda n: None)
         self.keras_path = Path(keras_path) if keras_path else None
         self.unsafe = unsafe
         self.probe = probe
@@ -44,6 +48,16 @@ class ReferenceBook:
         if prep not in self._pixels:
             self._pixels[prep] = pixels_for(self.dataset, prep)
         return self._pixels[prep]
+
+    def scores(self, runner: Any, encoded: np.ndarray, kind: OutputKind) -> np.ndarray:
+        """Class scores (N, C) of ``runner``'s model, one invoke per sample as on the device: here, or with
+        --ray as chunks on the cluster, each node running the same file on the same target."""
+        if self.cluster is None:
+            return predict(runner.invoke, encoded, runner.output, kind)
+        path = Path(runner.model_path)
+        advance = self.chunk_progress(f"accuracy of {path.name} on Ray (chunks)", self.cluster.chunk_count(len(encoded), 1))
+        raw, _ = self.cluster.run(path, runner.target, encoded, 1, advance)
+        return decode_rows(raw, runner.output, kind)
 
     def reference_for(self, art: Artifact, prep: Preprocessing, kind: OutputKind) -> Reference:
         manifest = art.manifest
@@ -95,8 +109,7 @@ class ReferenceBook:
         from edgecnn.devices.runners import open_runner  # noqa: PLC0415
 
         with open_runner(path, FAMILY_CPU_TARGET[family], RunnerOptions(probe=self.probe)) as runner:
-            encoded = _encode(self.pixels(prep), prep, runner.input)
-            return predict(runner.invoke, encoded, runner.output, kind)
+            return self.scores(runner, _encode(self.pixels(prep), prep, runner.input), kind)
 
     def _note(self, text: str) -> None:
         if text not in self.notes:
@@ -112,8 +125,7 @@ def evaluate_artifact(art: Artifact, classifier: Any, dataset: Dataset, book: Re
     prep = classifier.prep
     pixels = book.pixels(prep)
     runner = classifier.runner
-    encoded = _encode(pixels, prep, runner.input)
-    scores = predict(runner.invoke, encoded, runner.output, classifier.output_kind)
+    scores = book.scores(runner, _encode(pixels, prep, runner.input), classifier.output_kind)
     labelled = align_labels(dataset, classifier.labels, scores.shape[1]) if dataset.labels is not None else dataset
     try:
         ref = book.reference_for(art, prep, classifier.output_kind)

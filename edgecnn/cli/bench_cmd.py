@@ -39,6 +39,11 @@ WIDE_TERMINAL = 170
 @click.option("--max-drop", type=float, help="Rows losing more top-1 accuracy (pp) are marked failed verification.")
 @click.option("--min-agreement", type=float, default=0.9, show_default=True,
               help="Rows agreeing less with the reference's top-1 are marked failed verification.")
+@click.option("--ray", "ray_address", metavar="auto|HOST:PORT",
+              help="Run the accuracy evaluation (--data) as chunks on a Ray cluster: auto or the head's HOST:PORT. "
+                   "Latency is never distributed: it is timed on this machine, the one being measured. "
+                   "Needs edgecnn[cluster]; this machine must be a node of the cluster.")
+@click.option("--ray-chunk", type=int, default=1000, show_default=True, help="Samples per Ray task.")
 @click.option("--no-step", is_flag=True, help="Skip timing the whole runner step (preprocess + inference + postprocess).")
 @click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True,
               help="Folder for bench.json, bench.md and bench.html.")
@@ -46,17 +51,19 @@ WIDE_TERMINAL = 170
 @click.option("--unsafe", is_flag=True, help="Load a Keras reference with custom code (only trusted files).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON instead of a table.")
 def bench_command(models, devices, threads, data, runs, duration, warmup, offline, batch, samples, reference,
-                  max_drop, min_agreement, no_step, out, force, unsafe, as_json) -> int:
+                  max_drop, min_agreement, ray_address, ray_chunk, no_step, out, force, unsafe, as_json) -> int:
     """Benchmark MODEL... (.tflite/.onnx files or edgecnn convert output folders) on each --device at each
     --threads count: latency percentiles, load and first-inference time, memory, MACs, accuracy loss."""
     from edgecnn.bench.harness import BenchOptions, bench  # noqa: PLC0415
     from edgecnn.bench.report import output_paths, write_reports  # noqa: PLC0415
+    from edgecnn.devices.cluster import ClusterOptions  # noqa: PLC0415 - Ray itself only with --ray
     from edgecnn.fileio import refuse_overwrite  # noqa: PLC0415
     from edgecnn.registry import split_names  # noqa: PLC0415
 
     options = BenchOptions(warmup=warmup, runs=runs, duration_s=duration, offline=offline, batch=batch,
                            step=not no_step, max_samples=samples, reference=str(reference) if reference else None,
-                           unsafe=unsafe, min_agreement=min_agreement, max_drop_pp=max_drop, progress=not as_json)
+                           unsafe=unsafe, min_agreement=min_agreement, max_drop_pp=max_drop, progress=not as_json,
+                           ray=ClusterOptions(ray_address.strip(), chunk=ray_chunk) if ray_address else None)
     options.validate()
     refuse_overwrite(list(output_paths(out).values()), force)  # before the work, not after it
     command = "edgecnn " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "edgecnn bench"

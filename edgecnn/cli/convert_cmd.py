@@ -42,6 +42,11 @@ _FORMAT_NAMES = "tflite-fp32, tflite-fp16, tflite-dynamic, tflite-int8, onnx-fp3
               help="fp32/fp16 artifacts agreeing less with Keras (on decided samples) fail the conversion.")
 @click.option("--fallback", type=click.Choice(["none", "auto"]), default="none", show_default=True,
               help="auto: keep the most harmful layers in float until --max-drop is met.")
+@click.option("--ray", "ray_address", metavar="auto|HOST:PORT",
+              help="Verify (and measure --fallback candidates) as chunks on a Ray cluster: auto (RAY_ADDRESS, else the "
+                   "cluster `ray start` runs on this machine) or the head's HOST:PORT. Conversion stays here; this "
+                   "machine must be a node of the cluster. Needs edgecnn[cluster].")
+@click.option("--ray-chunk", type=int, default=1000, show_default=True, help="Samples per Ray task.")
 @click.option("--per-tensor", is_flag=True, help="Per-tensor instead of per-channel int8 weights.")
 @click.option("--opset", type=int, help="ONNX opset (default 17).")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
@@ -49,11 +54,12 @@ _FORMAT_NAMES = "tflite-fp32, tflite-fp16, tflite-dynamic, tflite-int8, onnx-fp3
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of a table.")
 def convert_command(model: Optional[str], calib, val, out, formats, io_type, calib_method, calib_samples, labels_file,
                     color, resize, interpolation, scale, mean, std, invert, max_drop, output_kind, min_float_agreement,
-                    fallback, per_tensor, opset, force, unsafe, as_json) -> None:
+                    fallback, ray_address, ray_chunk, per_tensor, opset, force, unsafe, as_json) -> None:
     """Convert MODEL (.keras, .h5 or SavedModel folder; default: the embedded MNIST CNN) to TFLite and ONNX,
     verify every artifact against Keras, and write manifest.json beside them."""
     from edgecnn.converters.formats import IoType  # noqa: PLC0415
     from edgecnn.converters.pipeline import ConvertOptions, FallbackMode, convert  # noqa: PLC0415
+    from edgecnn.devices.cluster import ClusterOptions  # noqa: PLC0415 - Ray itself only with --ray
     from edgecnn.manifest import ColorOrder, Interpolation, OutputKind, ResizeMode  # noqa: PLC0415
 
     options = ConvertOptions(
@@ -62,7 +68,8 @@ def convert_command(model: Optional[str], calib, val, out, formats, io_type, cal
         scale=_number(scale, "--scale") if scale is not None else None, mean=_numbers(mean, "--mean"),
         std=_numbers(std, "--std"), invert=invert, max_drop=max_drop, force=force, unsafe=unsafe,
         fallback=FallbackMode(fallback), per_channel=not per_tensor, opset=opset, progress=not as_json,
-        output_kind=OutputKind(output_kind) if output_kind else None, min_float_agreement=min_float_agreement)
+        output_kind=OutputKind(output_kind) if output_kind else None, min_float_agreement=min_float_agreement,
+        ray=ClusterOptions(ray_address.strip(), chunk=ray_chunk) if ray_address else None)
     try:
         result = convert(model, calib=calib, val=val, out=out, options=options)
     except (AccuracyBudgetError, ConversionFailedError) as exc:
@@ -81,7 +88,7 @@ def _print(result, as_json: bool) -> None:
                    "artifacts": summary_rows(result.manifest), "warnings": list(result.warnings),
                    "over_budget": list(result.over_budget),
                    "failed": [{"name": f.name, "reason": f.reason} for f in result.failed],
-                   "output_kind": result.manifest.output_kind.value}
+                   "output_kind": result.manifest.output_kind.value, "ray": result.cluster_summary}
         click.echo(json.dumps(payload, indent=2))
         return
     for warning in result.warnings:
@@ -90,6 +97,8 @@ def _print(result, as_json: bool) -> None:
     for entry in result.manifest.artifacts:  # --fallback auto (issue 5): which layers stayed in float
         for note in (n for n in entry.notes if n.startswith("--fallback auto")):
             console.print(f"{entry.name}: {note}", highlight=False, soft_wrap=True)
+    if result.cluster_summary:  # --ray: where the verification chunks ran (each artifact's notes have its own)
+        console.print(f"verification on {result.cluster_summary}", highlight=False, soft_wrap=True)
     console.print(f"artifacts and manifest in {result.out_dir}", highlight=False, soft_wrap=True)
 
 
