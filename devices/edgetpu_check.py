@@ -118,7 +118,11 @@ def load_graph(path: str | Path) -> Graph:
 
 def check_edgetpu(path: str | Path, options: EdgeTpuOptions = EdgeTpuOptions()) -> EdgeTpuReport:
     """The static readiness check of a .tflite file for ``options`` (runtime, -a): one verdict per operation."""
-    graph = load_graph(path)
+    return check_graph(load_graph(path), options, str(path))
+
+
+def check_graph(graph: Graph, options: EdgeTpuOptions = EdgeTpuOptions(), model: str = "") -> EdgeTpuReport:
+    """The readiness check of a graph read by ``read_graph`` (``model`` names it in the report)."""
     live = graph.activations()
     verdicts = [_judge(graph, op, live, options.runtime) for op in graph.operators]
     producers = graph.producers()
@@ -126,7 +130,7 @@ def check_edgetpu(path: str | Path, options: EdgeTpuOptions = EdgeTpuOptions()) 
     placed = partition(verdicts, parents, options.multiple_subgraphs)
     notes = () if graph.subgraphs == 1 else (f"the model has {graph.subgraphs} TFLite subgraphs; only the first "
                                              "(the main graph) is checked",)
-    return EdgeTpuReport(model=str(path), ops=tuple(placed), problems=tuple(model_problems(graph)),
+    return EdgeTpuReport(model=model, ops=tuple(placed), problems=tuple(model_problems(graph)),
                          runtime=options.runtime, multiple_subgraphs=options.multiple_subgraphs,
                          subgraphs=count_subgraphs(placed, parents), notes=notes)
 
