@@ -174,11 +174,9 @@ def test_a_branch_after_an_unsupported_op_is_walked_on_the_graph(limits):
 ])
 def test_seed_models_map_entirely(tmp_path_factory, name, expected):
     from edgecnn.converters import zoo
-    from edgecnn.converters.edgetpu_compiler import edgetpu_readiness
+    from edgecnn.converters.edgetpu_compiler import compiler_ready_model, edgetpu_readiness
 
     path = tmp_path_factory.mktemp("seeds") / f"{name}.tflite"
-    from edgecnn.converters.edgetpu_compiler import compiler_ready_model
-
     compiler_ready_model(zoo.build_seed(name), _calib(zoo.SEED_MODELS[name].input_shape), path)
     report = check_edgetpu(path)
     assert report.problems == () and report.fully_mapped and report.subgraphs == 1
