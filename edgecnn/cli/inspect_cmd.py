@@ -8,6 +8,7 @@ from typing import Any, Optional
 import click
 
 from edgecnn.cli.app import app, console, console_err
+from edgecnn.devices.edgetpu_ops import DEFAULT_RUNTIME
 from edgecnn.errors import UsageError
 
 
@@ -23,7 +24,7 @@ from edgecnn.errors import UsageError
 @click.option("--calib-method", default="minmax", show_default=True, help="ONNX activation ranges: minmax, entropy, percentile.")
 @click.option("--out", type=click.Path(path_type=Path), help="--target edgetpu: folder for the compiler-ready and "
               "compiled models (default edgecnn-out/<model name>, or beside a .tflite).")
-@click.option("--edgetpu-runtime", type=int, default=14, show_default=True, help="--target edgetpu: the Edge TPU "
+@click.option("--edgetpu-runtime", type=int, default=DEFAULT_RUNTIME, show_default=True, help="--target edgetpu: the Edge TPU "
               "runtime to target (edgetpu_compiler -m): operations that need a newer one are unsupported.")
 @click.option("--multiple-subgraphs", is_flag=True, help="--target edgetpu: allow several Edge TPU subgraphs "
               "(edgetpu_compiler -a) instead of stopping at the first unsupported operation.")
