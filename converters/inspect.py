@@ -19,13 +19,14 @@ unit ``--fallback auto`` works with.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Iterable, Optional, Sequence
+from pathlib import Path
+from typing import Any, Iterable, Optional
 
 import numpy as np
 
+from edgecnn.devices.flatbuf import layer_of  # noqa: F401 - re-exported: the inspect modules name layers with it
 from edgecnn.errors import DataError, UsageError
 
 SQNR_CAP_DB = 120.0  # an exact tensor (no rounding error at all) reports this instead of infinity
@@ -48,6 +49,7 @@ class InspectOptions:
     top: int = 10                    # rows in the printed table
     per_channel: bool = True         # per-channel weights, as the convert pipeline builds them
     calib_method: str = "minmax"     # ONNX activation ranges
+    edgetpu: Any = None              # target='edgetpu': an edgecnn.converters.edgetpu_compiler.EdgeTpuRequest
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ class InspectResult:
     layers: tuple[LayerError, ...]   # worst first
     notes: tuple[str, ...] = ()
     audit: Any = None                # edgecnn.converters.calib_audit.CalibrationAudit, when the CLI ran one
-    edgetpu: Any = None              # edgecnn.converters.edgetpu_check.EdgeTpuReport for --target edgetpu
+    edgetpu: Any = None              # edgecnn.converters.edgetpu_compiler.Readiness for target='edgetpu'
 
     @property
     def worst(self) -> Optional[LayerError]:
@@ -101,8 +103,13 @@ def inspect(model: Any, calib: Any, target: Optional[Target | str] = None,
             options: InspectOptions = InspectOptions()) -> InspectResult:
     """Per-layer int8 error of ``model`` (a LoadedModel, keras.Model or model path) on ``calib`` samples.
 
-    ``calib``: float32 model input (N, *input shape), or a ModelInputs. With ``target='edgetpu'`` the
-    model may also be a full-int8 .tflite file: the result then carries the Edge TPU readiness report.
+    ``calib``: float32 model input (N, *input shape), or a ModelInputs. With ``target='edgetpu'`` the model
+    may also be a .tflite path (``calib`` unused); ``options.edgetpu`` (an EdgeTpuRequest) says where the
+    compiler-ready model goes, ``force``, and the compiler's runtime (-m) and -a. The result's ``edgetpu`` is
+    then an edgecnn.converters.edgetpu_compiler.Readiness and ``layers`` is empty.
+
+    Raises DataError (calibration samples of the wrong shape or dtype), UsageError (an unknown model or
+    target), OutputExistsError (an output exists, no force), ConversionError, ModelLoadError.
     """
     if target is not None and Target(str(getattr(target, "value", target)).lower()) == Target.EDGETPU:
         return _inspect_edgetpu(model, calib, options)
@@ -120,19 +127,17 @@ def inspect(model: Any, calib: Any, target: Optional[Target | str] = None,
 
 
 def _inspect_edgetpu(model: Any, calib: Any, options: InspectOptions) -> InspectResult:
-    from edgecnn.converters.edgetpu_check import check_edgetpu  # noqa: PLC0415
-    from edgecnn.converters.edgetpu_compiler import compiler_ready_model  # noqa: PLC0415
+    from edgecnn.converters.edgetpu_compiler import EdgeTpuRequest, edgetpu_readiness  # noqa: PLC0415
 
+    request = options.edgetpu or EdgeTpuRequest()
     path = str(getattr(model, "path", model))
-    if path.lower().endswith(".tflite"):
-        report = check_edgetpu(path)
-        return InspectResult(Family.TFLITE, _stem(path), 0, (), (), edgetpu=report)
+    if isinstance(model, (str, Path)) and path.lower().endswith(".tflite"):
+        result = edgetpu_readiness(Path(path), request=request)
+        return InspectResult(Family.TFLITE, Path(path).stem, 0, (), (result.ready_line(),), edgetpu=result)
     loaded = _as_loaded(model)
     samples = calib_array(calib, loaded.input_shape)[: options.samples]
-    ready = compiler_ready_model(loaded, samples)
-    report = check_edgetpu(ready)
-    return InspectResult(Family.TFLITE, loaded.name, len(samples), (), (f"compiler-ready model: {ready}",),
-                         edgetpu=report)
+    result = edgetpu_readiness(loaded, samples, request)
+    return InspectResult(Family.TFLITE, loaded.name, len(samples), (), (result.ready_line(),), edgetpu=result)
 
 
 def rank(rows: Iterable[LayerError]) -> tuple[LayerError, ...]:
@@ -180,23 +185,6 @@ def keras_layer_names(loaded: Any) -> tuple[str, ...]:
     return tuple(names)
 
 
-def layer_of(name: str, known: Sequence[str]) -> str:
-    """The Keras layer a TFLite tensor or ONNX node belongs to ("model_1/hidden_1/MatMul;..." -> "hidden")."""
-    first = name.split(";")[0]
-    parts = [p for p in first.split("/") if p and p != "StatefulPartitionedCall"]
-    known_set = set(known)
-    for part in parts[1:] + parts[:1]:
-        base = part.split(":")[0]
-        if base in known_set:
-            return base
-        trimmed = re.sub(r"_\d+$", "", base)
-        if trimmed in known_set:
-            return trimmed
-    if len(parts) >= 2:
-        return re.sub(r"_\d+$", "", parts[1].split(":")[0])
-    return parts[0].split(":")[0] if parts else name
-
-
 # -- data ------------------------------------------------------------------------------------------
 def calib_array(calib: Any, input_shape: tuple[int, ...]) -> np.ndarray:
     """Calibration samples as float32 model input, checked against the model's input shape."""
@@ -214,8 +202,6 @@ def calib_array(calib: Any, input_shape: tuple[int, ...]) -> np.ndarray:
 def _as_loaded(model: Any) -> Any:
     if hasattr(model, "input_shape") and hasattr(model, "keras_model"):
         return model
-    from pathlib import Path  # noqa: PLC0415
-
     from edgecnn.converters.keras_load import LoadedModel, load_model  # noqa: PLC0415
 
     if isinstance(model, (str, Path)):
@@ -226,12 +212,6 @@ def _as_loaded(model: Any) -> Any:
         return LoadedModel(path=Path(model.name), name=model.name, kind="keras", sha256="", input_shape=shape,
                            output_shape=out, keras_model=model)
     raise UsageError(f"cannot inspect a {type(model).__name__}", "give a Keras model file or a loaded model")
-
-
-def _stem(path: str) -> str:
-    from pathlib import Path  # noqa: PLC0415
-
-    return Path(path).stem
 
 
 def table_rows(result: InspectResult, top: int) -> list[tuple[str, ...]]:

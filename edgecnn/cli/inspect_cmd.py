@@ -8,6 +8,7 @@ from typing import Any, Optional
 import click
 
 from edgecnn.cli.app import app, console, console_err
+from edgecnn.devices.edgetpu_ops import DEFAULT_RUNTIME
 from edgecnn.errors import UsageError
 
 
@@ -21,13 +22,18 @@ from edgecnn.errors import UsageError
 @click.option("--samples", type=int, default=100, show_default=True, help="Calibration samples to compare on.")
 @click.option("--top", type=int, default=10, show_default=True, help="Rows of the worst-layers table.")
 @click.option("--calib-method", default="minmax", show_default=True, help="ONNX activation ranges: minmax, entropy, percentile.")
-@click.option("--out", type=click.Path(path_type=Path), help="--target edgetpu: folder for the compiler-ready model "
-              "(default edgecnn-out/<model name>).")
-@click.option("--force", is_flag=True, help="Overwrite an existing compiler-ready model.")
+@click.option("--out", type=click.Path(path_type=Path), help="--target edgetpu: folder for the compiler-ready and "
+              "compiled models (default edgecnn-out/<model name>, or beside a .tflite).")
+@click.option("--edgetpu-runtime", type=int, default=DEFAULT_RUNTIME, show_default=True, help="--target edgetpu: the Edge TPU "
+              "runtime to target (edgetpu_compiler -m): operations that need a newer one are unsupported.")
+@click.option("--multiple-subgraphs", is_flag=True, help="--target edgetpu: allow several Edge TPU subgraphs "
+              "(edgetpu_compiler -a) instead of stopping at the first unsupported operation.")
+@click.option("--force", is_flag=True, help="Overwrite an existing compiler-ready or compiled model.")
 @click.option("--unsafe", is_flag=True, help="Load models with Lambda layers / custom code (only trusted files).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of tables.")
 def inspect_command(model: str, calib: Optional[str], target: Optional[str], family: str, samples: int, top: int,
-                    calib_method: str, out: Optional[Path], force: bool, unsafe: bool, as_json: bool) -> None:
+                    calib_method: str, out: Optional[Path], edgetpu_runtime: int, multiple_subgraphs: bool,
+                    force: bool, unsafe: bool, as_json: bool) -> None:
     """Per-layer int8 error of MODEL (.keras/.h5/SavedModel) on --calib, worst layers first, with a calibration
     audit; or, with --target edgetpu, the Edge TPU partition of MODEL (Keras, or a full-int8 .tflite)."""
     if samples <= 0 or top <= 0:
@@ -36,11 +42,12 @@ def inspect_command(model: str, calib: Optional[str], target: Optional[str], fam
         if target != "edgetpu":
             raise UsageError("a .tflite file can only be checked for the Edge TPU",
                              "add --target edgetpu, or inspect the Keras model layer by layer")
-        payload = _edgetpu(Path(model), out or Path(model).parent)
-        return _emit(payload, as_json)
+        return _emit({"edgetpu": _edgetpu(Path(model), None, out, edgetpu_runtime, multiple_subgraphs, force)},
+                     as_json)
     loaded, inputs, dataset_labels, prep = _load(model, calib, unsafe)
     if target == "edgetpu":
-        return _emit(_edgetpu_from_keras(loaded, inputs.inputs[:samples], out, force), as_json)
+        return _emit({"edgetpu": _edgetpu(loaded, inputs.inputs[:samples], out, edgetpu_runtime, multiple_subgraphs,
+                                          force)}, as_json)
     from edgecnn.converters.calib_audit import audit, expected_input_range  # noqa: PLC0415
     from edgecnn.converters.inspect import Family, InspectOptions, inspect  # noqa: PLC0415
 
@@ -67,23 +74,15 @@ def _load(model: str, calib: Optional[str], unsafe: bool) -> tuple[Any, Any, Any
     return loaded, inputs, dataset.labels, prep
 
 
-def _edgetpu(path: Path, out_dir: Path) -> dict[str, Any]:
-    from edgecnn.converters.edgetpu_compiler import readiness  # noqa: PLC0415
+def _edgetpu(model: Any, samples: Any, out: Optional[Path], runtime: int, multiple: bool, force: bool) -> Any:
+    from edgecnn.converters.edgetpu_compiler import EdgeTpuRequest, edgetpu_readiness  # noqa: PLC0415
+    from edgecnn.devices.edgetpu_check import EdgeTpuOptions  # noqa: PLC0415
 
-    return {"edgetpu": readiness(path, out_dir)}
-
-
-def _edgetpu_from_keras(loaded: Any, samples: Any, out: Optional[Path], force: bool) -> dict[str, Any]:
-    from edgecnn.converters.edgetpu_compiler import compiler_ready_model  # noqa: PLC0415
-    from edgecnn.fileio import check_writable_dir, refuse_overwrite  # noqa: PLC0415
-
-    out_dir = out or Path("edgecnn-out") / loaded.name
-    target = out_dir / f"{loaded.name}_int8_edgetpu_ready.tflite"
-    refuse_overwrite([target], force)
-    check_writable_dir(out_dir)
+    request = EdgeTpuRequest(out_dir=out, force=force, options=EdgeTpuOptions(runtime, multiple))
+    if samples is None:
+        return edgetpu_readiness(model, request=request)
     with console_err.status("writing the compiler-ready full-int8 model (batch 1)"):
-        compiler_ready_model(loaded, samples, target)
-    return _edgetpu(target, out_dir)
+        return edgetpu_readiness(model, samples, request)
 
 
 def _emit(payload: dict[str, Any], as_json: bool, top: int = 10) -> None:
@@ -129,23 +128,32 @@ def _print_edgetpu(readiness: Any) -> None:
     report = readiness.prediction
     table = Table(title=f"Edge TPU partition predicted for {Path(report.model).name}")
     for header in ("#", "op", "layer", "runs on", "status"):
-        table.add_column(header)
+        table.add_column(header, overflow="fold")
     for op in report.ops:
-        table.add_row(str(op.index), op.op, op.layer, "[green]Edge TPU[/]" if op.on_edgetpu else "[red]CPU[/]", op.status)
+        where = ("[yellow]Edge TPU?[/]" if op.may_not_map else "[green]Edge TPU[/]") if op.on_edgetpu else "[red]CPU[/]"
+        detail = op.status + (f": {op.reason}" if op.reason else "") + (f" (may not map: {op.may_not_map})"
+                                                                         if op.may_not_map else "")
+        table.add_row(str(op.index), op.op, op.layer, where, detail)
     console.print(table)
     if readiness.compiler is not None:
         compare = Table(title=f"prediction vs edgetpu_compiler {readiness.compiler.version}")
-        for header in ("operator", "predicted on Edge TPU", "compiler on Edge TPU", "agree"):
-            compare.add_column(header)
-        for name, predicted, compiled, agree in readiness.comparison():
-            compare.add_row(name, str(predicted), str(compiled), agree)
+        for header in ("operator", "status", "predicted", "compiler", "agree"):
+            compare.add_column(header, overflow="fold")
+        for name, status, predicted, compiled, agree in readiness.comparison():
+            compare.add_row(name, status, str(predicted), str(compiled), agree if agree == "yes" else f"[red]{agree}[/]")
         console.print(compare)
-    first = report.first_unsupported
-    verdict = (f"all {len(report.ops)} operations map to the Edge TPU" if report.fully_mapped else
-               f"{report.mapped} of {len(report.ops)} operations on the Edge TPU; the first that is not: "
-               f"{first.op} in layer {first.layer} ({first.reason})" if first else
-               f"{report.mapped} of {len(report.ops)} operations on the Edge TPU")
-    console.print(verdict, highlight=False, soft_wrap=True)
-    for line in list(report.problems) + list(readiness.notes):
+    console.print(_verdict(report), highlight=False, soft_wrap=True)
+    console.print(report.assumption(), highlight=False, soft_wrap=True)
+    for line in list(report.problems) + list(report.notes) + list(readiness.notes):
         console_err.print(f"[yellow]note:[/] {line}", highlight=False, soft_wrap=True)
-    console.print(f"compiler-ready model: {readiness.ready_model}", highlight=False, soft_wrap=True)
+    console.print(readiness.ready_line(), highlight=False, soft_wrap=True)
+
+
+def _verdict(report: Any) -> str:
+    total, first = len(report.ops), report.first_unsupported
+    caveats = report.caveats
+    maybe = (f" ({len(caveats)} may not map: {', '.join(sorted({op.op for op in caveats}))})" if caveats else "")
+    if report.fully_mapped:
+        return f"all {total} operations map to the Edge TPU{maybe}"
+    text = f"{report.mapped} of {total} operations on the Edge TPU in {report.subgraphs} subgraph(s){maybe}"
+    return text + (f"; the first that cannot map: {first.op} in layer {first.layer} ({first.reason})" if first else "")

@@ -132,5 +132,10 @@ def test_cli_edgetpu_from_keras_writes_the_ready_model(tmp_path, capsys, mnist_k
     assert (tmp_path / "mnist_cnn_int8_edgetpu_ready.tflite").is_file()
     assert main(["inspect", str(mnist_keras_path), "--calib", "mnist", "--target", "edgetpu", "--out",
                  str(tmp_path)]) == 2  # exists: refused without --force
+    assert main(["inspect", str(mnist_keras_path), "--calib", "mnist", "--samples", "20", "--target", "edgetpu",
+                 "--out", str(tmp_path), "--force", "--edgetpu-runtime", "13", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["edgetpu"]["prediction"]["runtime"] == 13
+    assert main(["inspect", str(next(tmp_path.glob("*.tflite"))), "--target", "edgetpu", "--edgetpu-runtime", "9"]) == 2
+    assert "runtime 9 is not one the compiler targets" in capsys.readouterr().err
     assert main(["inspect", str(next(tmp_path.glob("*.tflite")))]) == 2  # a .tflite needs --target edgetpu
     assert "--target edgetpu" in capsys.readouterr().err
