@@ -58,6 +58,8 @@ class ConvertOptions:
     fallback: FallbackMode = FallbackMode.NONE
     per_channel: bool = True
     opset: Optional[int] = None
+    onnx_target: str = "x86"                 # onnx-int8 settings per CPU: x86, x86-avx2, arm64 (onnx_targets)
+    onnx_full_int8: bool = False             # quantize the final Softmax and the logits too
     seed: int = 0
     progress: bool = True
 
@@ -109,6 +111,8 @@ def convert(model: Optional[str | Path] = None, calib: Optional[str | Path] = No
         chosen_calib, calib_warn = cal.choose_calibration(calib_inputs, options.calib_samples, options.seed)
         warnings += calib_warn
         calib_record = cal.calibration_record(chosen_calib, options.calib_method, options.seed, calib_warn)
+        if any(spec.name == "onnx-int8" for spec in formats):
+            calib_record["onnx-int8"] = _onnx_settings(options).record(options.per_channel)
     manifest = Manifest(model_name=loaded.name, source_sha256=loaded.sha256, input_shape=loaded.input_shape,
                         preprocessing=prep, labels=labels, output_kind=_output_kind(loaded),
                         versions=_versions(), calibration=calib_record,
@@ -156,12 +160,19 @@ def _check_options(options: ConvertOptions) -> None:
         from edgecnn.registry import lookup  # noqa: PLC0415
 
         lookup({m: m for m in CALIB_METHODS}, options.calib_method, "calibration method")
+    _onnx_settings(options)  # an unknown --onnx-target is refused before anything is loaded
     if options.calib_samples <= 0:
         raise UsageError(f"--calib-samples {options.calib_samples} must be positive")
     if options.fallback == FallbackMode.AUTO and options.max_drop is None:
         raise UsageError("--fallback auto needs --max-drop PP", "say how many percentage points int8 may lose")
     if options.max_drop is not None and options.max_drop < 0:
         raise UsageError(f"--max-drop {options.max_drop} must be zero or positive (percentage points)")
+
+
+def _onnx_settings(options: ConvertOptions):
+    from edgecnn.converters.onnx_targets import onnx_settings  # noqa: PLC0415
+
+    return onnx_settings(options.onnx_target, full_int8=options.onnx_full_int8)
 
 
 def _prep_request(options: ConvertOptions) -> cal.PrepRequest:
@@ -240,7 +251,7 @@ def _build_all(loaded, formats, out_dir: Path, calib: Optional[cal.ModelInputs],
             job = BuildJob(model=loaded, fmt=spec, out_path=out_dir / spec.file_name(loaded.name),
                            calib_inputs=None if calib is None else calib.inputs, workdir=Path(work), io=options.io,
                            calib_method=options.calib_method, per_channel=options.per_channel, opset=options.opset,
-                           shared=shared, metadata=metadata)
+                           onnx=_onnx_settings(options), shared=shared, metadata=metadata)
             built = build_step(job, reporter)
             guard.check()
             verification = None
