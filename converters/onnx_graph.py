@@ -27,8 +27,9 @@ HEAD_PASS_THROUGH = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "
 # Op types ONNX Runtime still fuses when their output is not quantized (QGemm / MatMulIntegerToFloat
 # with a float output): leaving the logits float costs no speed.
 FLOAT_OUTPUT_FUSIBLE = ("Gemm", "MatMul")
+# Integer kernels that do not start with "QLinear" (NhwcMaxPool: ONNX Runtime's uint8/int8 max pooling).
 FUSED_OPS = frozenset({"QGemm", "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul",
-                       "QAttention", "QEmbedLayerNormalization"})
+                       "QAttention", "QEmbedLayerNormalization", "NhwcMaxPool"})
 # Nodes ONNX Runtime puts between a DequantizeLinear and the float op it feeds (layout only).
 LAYOUT_OPS = frozenset({"Transpose", "ReorderInput", "ReorderOutput", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
                         "Identity"})
@@ -95,8 +96,9 @@ class FusionReport:
     def hint(self) -> str:
         """What to do about float fallbacks, when the cause is known; else ''."""
         if self.float_count and "int8" in self.activations and self.machine.split(",")[0] in ("x86_64", "AMD64"):
-            return ("int8 activations fuse on x86 only where a QuantizeLinear has one consumer (residual branches "
-                    "fall back): convert with --onnx-target x86 (uint8 activations) for this machine")
+            return ("int8 activations fuse on x86 only where a QuantizeLinear has one consumer (ops around a tensor "
+                    "read twice, as at a residual branch, fall back): convert with --onnx-target x86 (uint8 "
+                    "activations) for this machine")
         if self.float_count:
             return "these ops have no fused int8 kernel here: keep them in float (--fallback) or expect int8 to be slower"
         return ""
