@@ -92,7 +92,6 @@ class FusionReport:
             text += "; " + ", ".join(f"{n} {op}" for op, n in _by_count(self.in_float)) + " run in float"
         return text
 
-
     def hint(self) -> str:
         """What to do about float fallbacks, when the cause is known; else ''."""
         if self.float_count and "int8" in self.activations and self.machine.split(",")[0] in ("x86_64", "AMD64"):
@@ -100,7 +99,8 @@ class FusionReport:
                     "read twice, as at a residual branch, fall back): convert with --onnx-target x86 (uint8 "
                     "activations) for this machine")
         if self.float_count:
-            return "these ops have no fused int8 kernel here: keep them in float (--fallback) or expect int8 to be slower"
+            return ("ONNX Runtime has no fused int8 kernel for these ops here: they run in float between "
+                    "DequantizeLinear/QuantizeLinear nodes, which costs time on every inference")
         return ""
 
 
