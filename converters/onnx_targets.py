@@ -8,7 +8,7 @@ depends on the CPU architecture and on the activation type:
   MobileNetV2 (benchmarks/results/onnx_int8.md): every Conv and residual Add fuses. With int8 activations
   (S8S8) ONNX Runtime on x86 first converts the Q/DQ pairs to uint8, but only where a QuantizeLinear has a
   single consumer: at each residual branch the Conv and the Add fall back to float between DQ/Q nodes
-  (MobileNetV2: 15 convs and 10 Adds), and int8 runs at about 0.8x fp32 instead of 0.45x. Without VNNI the
+  (MobileNetV2: 15 convs and 10 Adds), and int8 runs at 0.8-0.9x fp32 instead of about 0.5x. Without VNNI the
   uint8 x int8 products can saturate (ONNX Runtime's documentation): that is the ``x86-avx2`` target.
 * ``x86-avx2``: as ``x86`` with weights in 7 bits (``reduce_range``), which ONNX Runtime's documentation
   recommends for x86 CPUs without the VNNI instruction (before Cascade Lake / Zen 4). Not measured here
