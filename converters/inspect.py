@@ -50,6 +50,8 @@ class InspectOptions:
     per_channel: bool = True         # per-channel weights, as the convert pipeline builds them
     calib_method: str = "minmax"     # ONNX activation ranges
     edgetpu: Any = None              # target='edgetpu': an edgecnn.converters.edgetpu_compiler.EdgeTpuRequest
+    onnx_target: str = "x86"         # ONNX int8 settings (edgecnn.converters.onnx_targets), as convert --onnx-target
+    onnx_full_int8: bool = False     # as convert --onnx-full-int8
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class InspectResult:
     notes: tuple[str, ...] = ()
     audit: Any = None                # edgecnn.converters.calib_audit.CalibrationAudit, when the CLI ran one
     edgetpu: Any = None              # edgecnn.converters.edgetpu_compiler.Readiness for target='edgetpu'
+    fusion: tuple = ()               # edgecnn.converters.onnx_graph.FusionReport per ONNX int8 model
 
     @property
     def worst(self) -> Optional[LayerError]:
@@ -96,6 +99,9 @@ class InspectResult:
             out["calibration_audit"] = self.audit.to_dict()
         if self.edgetpu is not None:
             out["edgetpu"] = self.edgetpu.to_dict()
+        if self.fusion:
+            out["fusion"] = [dict(_to_jsonable(report), fused_count=report.fused_count,
+                                  float_count=report.float_count, summary=report.summary()) for report in self.fusion]
         return out
 
 
@@ -106,24 +112,56 @@ def inspect(model: Any, calib: Any, target: Optional[Target | str] = None,
     ``calib``: float32 model input (N, *input shape), or a ModelInputs. With ``target='edgetpu'`` the model
     may also be a .tflite path (``calib`` unused); ``options.edgetpu`` (an EdgeTpuRequest) says where the
     compiler-ready model goes, ``force``, and the compiler's runtime (-m) and -a. The result's ``edgetpu`` is
-    then an edgecnn.converters.edgetpu_compiler.Readiness and ``layers`` is empty.
+    then an edgecnn.converters.edgetpu_compiler.Readiness and ``layers`` is empty. With ``options.family``
+    ONNX the result also carries the fusion report of the int8 model built. An ``.onnx`` file, or a folder of
+    them (edgecnn convert's output), needs no ``calib``: the result is each model's fusion report (quantized
+    nodes fused into integer kernels vs run in float on this machine).
 
     Raises DataError (calibration samples of the wrong shape or dtype), UsageError (an unknown model or
     target), OutputExistsError (an output exists, no force), ConversionError, ModelLoadError.
     """
     if target is not None and Target(str(getattr(target, "value", target)).lower()) == Target.EDGETPU:
         return _inspect_edgetpu(model, calib, options)
+    artifacts = onnx_artifacts(model)
+    if artifacts:
+        from edgecnn.converters.onnx_graph import fusion_report  # noqa: PLC0415
+
+        return InspectResult(Family.ONNX, _stem(str(model)), 0, (), (),
+                             fusion=tuple(fusion_report(path) for path in artifacts))
+    if options.family == Family.ONNX:
+        from edgecnn.converters.onnx_targets import onnx_settings  # noqa: PLC0415
+
+        onnx_settings(options.onnx_target)  # an unknown target fails before the model is loaded
     loaded = _as_loaded(model)
     samples = calib_array(calib, loaded.input_shape)[: options.samples]
+    fusion: tuple = ()
     if options.family == Family.ONNX:
         from edgecnn.converters.inspect_onnx import onnx_layer_errors  # noqa: PLC0415
 
-        rows, notes = onnx_layer_errors(loaded, samples, options)
+        rows, notes, fusion = onnx_layer_errors(loaded, samples, options)
     else:
         from edgecnn.converters.inspect_tflite import tflite_layer_errors  # noqa: PLC0415
 
         rows, notes = tflite_layer_errors(loaded, samples, options)
-    return InspectResult(Family(options.family), loaded.name, len(samples), rank(rows), tuple(notes))
+    return InspectResult(Family(options.family), loaded.name, len(samples), rank(rows), tuple(notes), fusion=fusion)
+
+
+def onnx_artifacts(model: Any) -> list:
+    """The .onnx files ``model`` names: itself, or those in a folder that is not a SavedModel; else []."""
+    from pathlib import Path  # noqa: PLC0415
+
+    if not isinstance(model, (str, Path)):
+        return []
+    path = Path(model)
+    if path.suffix.lower() == ".onnx":
+        if not path.is_file():
+            from edgecnn.errors import InputPathError  # noqa: PLC0415
+
+            raise InputPathError(f"{path} does not exist", "give an .onnx file from edgecnn convert")
+        return [path]
+    if path.is_dir() and not (path / "saved_model.pb").exists():
+        return sorted(path.glob("*.onnx"))
+    return []
 
 
 def _inspect_edgetpu(model: Any, calib: Any, options: InspectOptions) -> InspectResult:

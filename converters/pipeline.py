@@ -62,6 +62,8 @@ class ConvertOptions:
     fallback: FallbackMode = FallbackMode.NONE
     per_channel: bool = True
     opset: Optional[int] = None
+    onnx_target: str = "x86"                 # onnx-int8 settings per CPU: x86, x86-avx2, arm64 (onnx_targets)
+    onnx_full_int8: bool = False             # quantize the final Softmax and the logits too
     seed: int = 0
     progress: bool = True
     output_kind: Optional[OutputKind] = None  # None: decided from the graph's final op and the float outputs
@@ -125,6 +127,8 @@ def convert(model: Optional[str | Path] = None, calib: Optional[str | Path] = No
     warnings = list(prep_notes) + list(head.warnings) + list(calib_warn)
     calib_record = cal.calibration_record(chosen_calib, options.calib_method, options.seed, calib_warn) \
         if chosen_calib is not None else {}
+    if chosen_calib is not None and any(spec.name == "onnx-int8" for spec in formats):
+        calib_record["onnx-int8"] = _onnx_settings(options).record(options.per_channel)
     manifest = Manifest(model_name=loaded.name, source_sha256=loaded.sha256, input_shape=loaded.input_shape,
                         preprocessing=prep, labels=labels, output_kind=head.kind,
                         versions=_versions(), calibration=calib_record,
@@ -203,6 +207,7 @@ def _check_options(options: ConvertOptions) -> None:
         from edgecnn.registry import lookup  # noqa: PLC0415
 
         lookup({m: m for m in CALIB_METHODS}, options.calib_method, "calibration method")
+    _onnx_settings(options)  # an unknown --onnx-target is refused before anything is loaded
     if options.calib_samples <= 0:
         raise UsageError(f"--calib-samples {options.calib_samples} must be positive")
     if options.fallback == FallbackMode.AUTO and options.max_drop is None:
@@ -212,6 +217,12 @@ def _check_options(options: ConvertOptions) -> None:
     if not 0.0 <= options.min_float_agreement <= 1.0:
         raise UsageError(f"--min-float-agreement {options.min_float_agreement} is outside 0..1",
                          "give a fraction, e.g. 0.99")
+
+
+def _onnx_settings(options: ConvertOptions):
+    from edgecnn.converters.onnx_targets import onnx_settings  # noqa: PLC0415
+
+    return onnx_settings(options.onnx_target, full_int8=options.onnx_full_int8)
 
 
 def _prep_request(options: ConvertOptions) -> cal.PrepRequest:
@@ -285,7 +296,7 @@ def _build_all(loaded, formats, out_dir: Path, calib: Optional[cal.ModelInputs],
             job = BuildJob(model=loaded, fmt=spec, out_path=out_dir / spec.file_name(loaded.name),
                            calib_inputs=None if calib is None else calib.inputs, workdir=Path(work), io=options.io,
                            calib_method=options.calib_method, per_channel=options.per_channel, opset=options.opset,
-                           shared=shared, metadata=metadata)
+                           onnx=_onnx_settings(options), shared=shared, metadata=metadata)
             try:
                 built = build_step(job, reporter)
             except KeyboardInterrupt:

@@ -17,6 +17,7 @@ from edgecnn.fileio import atomic_path
 from edgecnn.manifest import TensorSpec
 
 from edgecnn.converters.formats import FormatSpec, IoType
+from edgecnn.converters.onnx_targets import OnnxInt8Settings
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class BuildJob:
     per_channel: bool = True
     keep_float: tuple[str, ...] = ()  # layer/node names to leave in float (the fallback hook)
     opset: Optional[int] = None
+    onnx: OnnxInt8Settings = OnnxInt8Settings()  # onnx-int8: activation type and float head, per target
     shared: dict = field(default_factory=dict, compare=False)  # cache across formats (SavedModel, fp32 ONNX)
     metadata: str = ""             # JSON embedded in the artifact (the manifest without artifact entries)
     progress: Optional[Callable[[int, int], None]] = field(default=None, compare=False)  # calibration (done, total)

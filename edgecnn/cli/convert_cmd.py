@@ -44,12 +44,17 @@ _FORMAT_NAMES = "tflite-fp32, tflite-fp16, tflite-dynamic, tflite-int8, onnx-fp3
               help="auto: keep the most harmful layers in float until --max-drop is met.")
 @click.option("--per-tensor", is_flag=True, help="Per-tensor instead of per-channel int8 weights.")
 @click.option("--opset", type=int, help="ONNX opset (default 17).")
+@click.option("--onnx-target", default="x86", show_default=True,
+              help="CPU the onnx-int8 artifact is for: x86 (uint8 activations), x86-avx2 (x86 without VNNI: also "
+                   "7-bit weights), arm64 (int8 activations).")
+@click.option("--onnx-full-int8", is_flag=True, help="onnx-int8: quantize the final Softmax and the logits too "
+              "(default: they stay float; int8 only loses precision there).")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--unsafe", is_flag=True, help="Load models with Lambda layers / custom code (only trusted files).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of a table.")
 def convert_command(model: Optional[str], calib, val, out, formats, io_type, calib_method, calib_samples, labels_file,
                     color, resize, interpolation, scale, mean, std, invert, max_drop, output_kind, min_float_agreement,
-                    fallback, per_tensor, opset, force, unsafe, as_json) -> None:
+                    fallback, per_tensor, opset, onnx_target, onnx_full_int8, force, unsafe, as_json) -> None:
     """Convert MODEL (.keras, .h5 or SavedModel folder; default: the embedded MNIST CNN) to TFLite and ONNX,
     verify every artifact against Keras, and write manifest.json beside them."""
     from edgecnn.converters.formats import IoType  # noqa: PLC0415
@@ -62,7 +67,8 @@ def convert_command(model: Optional[str], calib, val, out, formats, io_type, cal
         scale=_number(scale, "--scale") if scale is not None else None, mean=_numbers(mean, "--mean"),
         std=_numbers(std, "--std"), invert=invert, max_drop=max_drop, force=force, unsafe=unsafe,
         fallback=FallbackMode(fallback), per_channel=not per_tensor, opset=opset, progress=not as_json,
-        output_kind=OutputKind(output_kind) if output_kind else None, min_float_agreement=min_float_agreement)
+        output_kind=OutputKind(output_kind) if output_kind else None, min_float_agreement=min_float_agreement,
+        onnx_target=onnx_target, onnx_full_int8=onnx_full_int8)
     try:
         result = convert(model, calib=calib, val=val, out=out, options=options)
     except (AccuracyBudgetError, ConversionFailedError) as exc:

@@ -1,4 +1,5 @@
-"""`edgecnn inspect MODEL --calib DATA`: the layers int8 hurts, a calibration audit, and Edge TPU readiness."""
+"""`edgecnn inspect MODEL --calib DATA`: the layers int8 hurts, a calibration audit, and Edge TPU readiness;
+`edgecnn inspect m_int8.onnx` (or a convert output folder): quantized nodes ONNX Runtime fused vs ran in float."""
 from __future__ import annotations
 
 import json
@@ -22,6 +23,8 @@ from edgecnn.errors import UsageError
 @click.option("--samples", type=int, default=100, show_default=True, help="Calibration samples to compare on.")
 @click.option("--top", type=int, default=10, show_default=True, help="Rows of the worst-layers table.")
 @click.option("--calib-method", default="minmax", show_default=True, help="ONNX activation ranges: minmax, entropy, percentile.")
+@click.option("--onnx-target", default="x86", show_default=True,
+              help="--format onnx: int8 settings as convert --onnx-target (x86, x86-avx2, arm64).")
 @click.option("--out", type=click.Path(path_type=Path), help="--target edgetpu: folder for the compiler-ready and "
               "compiled models (default edgecnn-out/<model name>, or beside a .tflite).")
 @click.option("--edgetpu-runtime", type=int, default=DEFAULT_RUNTIME, show_default=True, help="--target edgetpu: the Edge TPU "
@@ -32,12 +35,23 @@ from edgecnn.errors import UsageError
 @click.option("--unsafe", is_flag=True, help="Load models with Lambda layers / custom code (only trusted files).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of tables.")
 def inspect_command(model: str, calib: Optional[str], target: Optional[str], family: str, samples: int, top: int,
-                    calib_method: str, out: Optional[Path], edgetpu_runtime: int, multiple_subgraphs: bool,
-                    force: bool, unsafe: bool, as_json: bool) -> None:
+                    calib_method: str, onnx_target: str, out: Optional[Path], edgetpu_runtime: int,
+                    multiple_subgraphs: bool, force: bool, unsafe: bool, as_json: bool) -> None:
     """Per-layer int8 error of MODEL (.keras/.h5/SavedModel) on --calib, worst layers first, with a calibration
-    audit; or, with --target edgetpu, the Edge TPU partition of MODEL (Keras, or a full-int8 .tflite)."""
+    audit; or, with --target edgetpu, the Edge TPU partition of MODEL (Keras, or a full-int8 .tflite); or, for
+    an .onnx MODEL or a folder of them, how many quantized nodes ONNX Runtime fuses vs runs in float here."""
     if samples <= 0 or top <= 0:
         raise UsageError("--samples and --top must be positive")
+    from edgecnn.converters.inspect import onnx_artifacts  # noqa: PLC0415
+
+    if target is None and onnx_artifacts(model):
+        from edgecnn.converters.inspect import inspect  # noqa: PLC0415
+
+        with console_err.status("optimizing with ONNX Runtime and counting fused nodes"):
+            return _emit({"inspect": inspect(model, None)}, as_json, top)
+    from edgecnn.converters.onnx_targets import onnx_settings  # noqa: PLC0415
+
+    onnx_settings(onnx_target)  # an unknown target fails before the model is loaded
     if model.lower().endswith(".tflite"):
         if target != "edgetpu":
             raise UsageError("a .tflite file can only be checked for the Edge TPU",
@@ -52,7 +66,8 @@ def inspect_command(model: str, calib: Optional[str], target: Optional[str], fam
     from edgecnn.converters.inspect import Family, InspectOptions, inspect  # noqa: PLC0415
 
     report = audit(inputs.inputs, expected_input_range(prep), dataset_labels, loaded.num_outputs, loaded.keras_model)
-    options = InspectOptions(family=Family(family), samples=samples, top=top, calib_method=calib_method)
+    options = InspectOptions(family=Family(family), samples=samples, top=top, calib_method=calib_method,
+                             onnx_target=onnx_target)
     with console_err.status(f"quantizing {loaded.name} to {family} int8 and comparing layer by layer"):
         result = inspect(loaded, inputs.inputs, options=options)
     from dataclasses import replace  # noqa: PLC0415
@@ -96,6 +111,33 @@ def _emit(payload: dict[str, Any], as_json: bool, top: int = 10) -> None:
 
 
 def _print_inspect(result: Any, top: int) -> None:
+    if result.layers or result.audit is not None:
+        _print_layers(result, top)
+    if result.fusion:
+        _print_fusion(result.fusion)
+
+
+def _print_fusion(reports: Any) -> None:
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table(title=f"quantized nodes ONNX Runtime fuses vs runs in float ({reports[0].machine})")
+    for header in ("model", "fused", "in float", "ops in float"):
+        table.add_column(header, justify="right" if header in ("fused", "in float") else "left")
+    for report in reports:  # which kernels they fused into: --json
+        table.add_row(report.model, str(report.fused_count), str(report.float_count), _ops(report.in_float))
+    console.print(table)
+    for report in reports:
+        colour = "red" if report.float_count else "green"
+        console.print(f"{report.model}: [{colour}]{report.summary()}[/]", highlight=False, soft_wrap=True)
+        if report.hint():
+            console_err.print(f"[yellow]hint:[/] {report.hint()}", highlight=False, soft_wrap=True)
+
+
+def _ops(counts: dict) -> str:
+    return ", ".join(f"{n} {op}" for op, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))) or "-"
+
+
+def _print_layers(result: Any, top: int) -> None:
     from rich.table import Table  # noqa: PLC0415
 
     from edgecnn.converters.inspect import TABLE_HEADERS, table_rows  # noqa: PLC0415

@@ -64,6 +64,9 @@ def test_onnx_names_the_outlier_layer_first(broken, calib):
     assert result.worst.channel_sqnr_db < 3.0
     assert "classifier" in result.worst.keep_float
     assert all(row.harm_db > 10.0 for row in result.layers[1:] if row.layer != GUILTY_LAYER)
+    fusion = result.fusion[0]  # the int8 model inspected, as ONNX Runtime runs it here (x86 target settings)
+    assert fusion.activations == ("uint8",) and fusion.fused_count > 0 and fusion.float_count == 0
+    assert json.loads(json.dumps(result.to_dict()))["fusion"][0]["summary"] == fusion.summary()
 
 
 def test_result_serialises_to_json(tflite_result):
