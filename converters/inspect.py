@@ -252,6 +252,12 @@ def _as_loaded(model: Any) -> Any:
     raise UsageError(f"cannot inspect a {type(model).__name__}", "give a Keras model file or a loaded model")
 
 
+def _stem(path: str) -> str:
+    from pathlib import Path  # noqa: PLC0415
+
+    return Path(path).stem
+
+
 def table_rows(result: InspectResult, top: int) -> list[tuple[str, ...]]:
     rows = []
     for rank_no, row in enumerate(result.layers[:top], start=1):
