@@ -8,8 +8,6 @@ without it the prediction stands alone, and the report says how to get the compi
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import re
 import shutil
 import subprocess
@@ -126,44 +124,20 @@ def parse_compiler_log(text: str) -> CompilerLog:
 
 
 def compiler_ready_model(loaded: Any, samples: np.ndarray, out_path: Path, io_type: str = "int8") -> Path:
-    """Write the full-int8, batch-1, static-shape .tflite of a Keras model that the compiler accepts."""
-    import tensorflow as tf  # noqa: PLC0415
-
+    """Write the full-int8, batch-1, static-shape .tflite that the compiler accepts, from a Keras model, a
+    LoadedModel or a SavedModel folder (through the one SavedModel export and the pipeline's int8 converter)."""
+    from edgecnn.converters.formats import IoType  # noqa: PLC0415
+    from edgecnn.converters.steps import export_savedmodel  # noqa: PLC0415
+    from edgecnn.converters.tflite import convert_bytes  # noqa: PLC0415
     from edgecnn.fileio import write_bytes_atomic  # noqa: PLC0415
 
-    model = loaded.keras_model if hasattr(loaded, "keras_model") else loaded
-    if model is None:
-        raise ConversionError("the Edge TPU check needs a Keras model (.keras/.h5) or a full-int8 .tflite",
-                              "convert the SavedModel to .tflite with edgecnn convert --formats tflite-int8 first")
-    shape = [1, *[int(d) for d in model.inputs[0].shape[1:]]]
     with tempfile.TemporaryDirectory(prefix="edgecnn-edgetpu-") as work:
-        # A SavedModel with a batch-1 signature (a traced concrete function would keep its weights as
-        # resource variables the converter does not freeze).
-        with contextlib.redirect_stdout(io.StringIO()):
-            model.export(work, format="tf_saved_model", verbose=False,
-                         input_signature=[tf.TensorSpec(shape, tf.float32)])
-        converter = tf.lite.TFLiteConverter.from_saved_model(work)
-        flat = _convert_int8(tf, converter, samples, io_type)
+        saved = Path(work) / "savedmodel"
+        export_savedmodel(loaded, saved)  # its "serve_batch1" signature: every tensor size fixed
+        flat = convert_bytes(saved, "int8", np.ascontiguousarray(samples, dtype=np.float32), IoType(io_type),
+                             model=loaded)
     write_bytes_atomic(Path(out_path), flat)
     return Path(out_path)
-
-
-def _convert_int8(tf: Any, converter: Any, samples: np.ndarray, io_type: str) -> bytes:
-    from edgecnn.converters.inspect_tflite import _quiet  # noqa: PLC0415
-
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    data = np.ascontiguousarray(samples, dtype=np.float32)
-    converter.representative_dataset = lambda: ([data[i:i + 1]] for i in range(len(data)))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = converter.inference_output_type = {"int8": tf.int8, "uint8": tf.uint8}[io_type]
-    try:
-        with _quiet():
-            flat = converter.convert()
-    except Exception as exc:  # noqa: BLE001 - the converter raises many types
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ConversionError(f"full-int8 conversion for the Edge TPU failed ({first})",
-                              "the model uses an op with no int8 TFLite kernel") from None
-    return bytes(flat)
 
 
 def _search(pattern: str, text: str) -> Optional[str]:

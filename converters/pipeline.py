@@ -21,6 +21,7 @@ from edgecnn.data import Dataset, load_dataset
 from edgecnn.errors import AccuracyBudgetError, DataError, InputPathError, UsageError
 from edgecnn.interrupts import InterruptGuard, interrupt_guard
 from edgecnn.fileio import check_writable_dir, process_alive, refuse_overwrite, sha256_of, write_text_atomic
+from edgecnn.native_log import NativeLog, command_log
 from edgecnn.manifest import MANIFEST_NAME, Interpolation, ArtifactEntry, ColorOrder, Manifest, OutputKind, ResizeMode
 
 from edgecnn.converters import calibration as cal
@@ -30,6 +31,7 @@ from edgecnn.converters.steps import BuildJob, BuiltArtifact, build_artifact
 from edgecnn.converters.verify import reference_outputs, verify_artifact
 
 DEFAULT_CALIB_SAMPLES = 200
+LOG_NAME = "convert.log"  # TensorFlow's, the converters' and tf2onnx's own output, beside the artifacts
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 
 
@@ -69,6 +71,7 @@ class ConvertResult:
     manifest_path: Path
     warnings: tuple[str, ...] = ()
     over_budget: tuple[str, ...] = field(default=())  # artifacts that lost more than --max-drop
+    log_path: Optional[Path] = None  # the converters' own output (convert.log)
 
     def artifact_path(self, name: str) -> Path:
         return self.out_dir / self.manifest.artifact(name).file
@@ -76,7 +79,15 @@ class ConvertResult:
 
 def convert(model: Optional[str | Path] = None, calib: Optional[str | Path] = None, val: Optional[str | Path] = None,
             out: Optional[str | Path] = None, options: ConvertOptions = ConvertOptions()) -> ConvertResult:
-    """Convert ``model`` (None: the embedded default MNIST CNN) to every chosen format, verify, write the manifest."""
+    """Convert ``model`` (None: the embedded default MNIST CNN) to every chosen format, verify, write the manifest.
+
+    What TensorFlow and the converters print goes to ``convert.log`` in the output folder (see ``log_path``).
+    """
+    with command_log("convert") as log:
+        return _convert(model, calib, val, out, options, log)
+
+
+def _convert(model, calib, val, out, options: ConvertOptions, log: NativeLog) -> ConvertResult:
     _check_options(options)
     formats = parse_formats(options.formats)
     if model is None:
@@ -102,7 +113,7 @@ def convert(model: Optional[str | Path] = None, calib: Optional[str | Path] = No
     refuse_overwrite(targets, options.force)
     check_writable_dir(out_dir)
 
-    warnings = list(prep_notes)
+    warnings = list(loaded.notes) + list(prep_notes)
     calib_record: dict = {}
     chosen_calib = None
     if calib_inputs is not None:
@@ -127,11 +138,14 @@ def convert(model: Optional[str | Path] = None, calib: Optional[str | Path] = No
             manifest = manifest.with_artifacts(tuple(entries))
             manifest_path = out_dir / MANIFEST_NAME
             guard.check()  # a Ctrl-C swallowed inside a native callback still stops before anything is published
+            log.move_to(staging / LOG_NAME)  # published with the artifacts
             _publish(staging, out_dir, manifest.to_json())
+            log.path = out_dir / LOG_NAME
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     result = ConvertResult(out_dir=out_dir, manifest=manifest, manifest_path=manifest_path,
-                           warnings=tuple(warnings), over_budget=_over_budget(entries, options.max_drop))
+                           warnings=tuple(warnings), over_budget=_over_budget(entries, options.max_drop),
+                           log_path=log.path)
     _enforce_budget(result, options.max_drop)
     return result
 

@@ -17,8 +17,11 @@ class ProgressReporter:
             from rich.console import Console  # noqa: PLC0415
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
 
+            from edgecnn.native_log import TerminalStream  # noqa: PLC0415 - stderr may lead to the log now
+
             self._progress = Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
-                                      TimeElapsedColumn(), console=Console(stderr=True), transient=False)
+                                      TimeElapsedColumn(), console=Console(file=TerminalStream(stderr=True)),
+                                      transient=False)
             self._progress.start()
         return self
 

@@ -73,7 +73,8 @@ def _print(result, as_json: bool) -> None:
     if as_json:
         payload = {"out_dir": str(result.out_dir), "manifest": str(result.manifest_path),
                    "artifacts": summary_rows(result.manifest), "warnings": list(result.warnings),
-                   "over_budget": list(result.over_budget)}
+                   "over_budget": list(result.over_budget),
+                   "log": None if result.log_path is None else str(result.log_path)}
         click.echo(json.dumps(payload, indent=2))
         return
     for warning in result.warnings:
@@ -83,6 +84,8 @@ def _print(result, as_json: bool) -> None:
         for note in (n for n in entry.notes if n.startswith("--fallback auto")):
             console.print(f"{entry.name}: {note}", highlight=False, soft_wrap=True)
     console.print(f"artifacts and manifest in {result.out_dir}", highlight=False, soft_wrap=True)
+    if result.log_path is not None:
+        console_err.print(f"converter log: {result.log_path}", highlight=False, soft_wrap=True)
 
 
 def _number(text: str, option: str) -> float:

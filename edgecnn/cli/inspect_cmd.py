@@ -32,15 +32,28 @@ def inspect_command(model: str, calib: Optional[str], target: Optional[str], fam
     audit; or, with --target edgetpu, the Edge TPU partition of MODEL (Keras, or a full-int8 .tflite)."""
     if samples <= 0 or top <= 0:
         raise UsageError("--samples and --top must be positive")
+    from edgecnn.interrupts import interrupt_guard  # noqa: PLC0415
+    from edgecnn.native_log import command_log  # noqa: PLC0415
+
+    # TensorFlow's and the converter's own output goes to inspect.log, next to the report when there is one.
+    with command_log("inspect") as log, interrupt_guard():
+        payload = _inspect(model, calib, target, family, samples, top, calib_method, out, force, unsafe)
+        if "edgetpu" in payload:
+            log.move_to(Path(payload["edgetpu"].ready_model).parent / "inspect.log")
+    _emit(payload, as_json, top)
+    console_err.print(f"inspect log: {log.path}", highlight=False, soft_wrap=True)
+
+
+def _inspect(model: str, calib: Optional[str], target: Optional[str], family: str, samples: int, top: int,
+             calib_method: str, out: Optional[Path], force: bool, unsafe: bool) -> dict[str, Any]:
     if model.lower().endswith(".tflite"):
         if target != "edgetpu":
             raise UsageError("a .tflite file can only be checked for the Edge TPU",
                              "add --target edgetpu, or inspect the Keras model layer by layer")
-        payload = _edgetpu(Path(model), out or Path(model).parent)
-        return _emit(payload, as_json)
+        return _edgetpu(Path(model), out or Path(model).parent)
     loaded, inputs, dataset_labels, prep = _load(model, calib, unsafe)
     if target == "edgetpu":
-        return _emit(_edgetpu_from_keras(loaded, inputs.inputs[:samples], out, force), as_json)
+        return _edgetpu_from_keras(loaded, inputs.inputs[:samples], out, force)
     from edgecnn.converters.calib_audit import audit, expected_input_range  # noqa: PLC0415
     from edgecnn.converters.inspect import Family, InspectOptions, inspect  # noqa: PLC0415
 
@@ -50,7 +63,7 @@ def inspect_command(model: str, calib: Optional[str], target: Optional[str], fam
         result = inspect(loaded, inputs.inputs, options=options)
     from dataclasses import replace  # noqa: PLC0415
 
-    _emit({"inspect": replace(result, audit=report)}, as_json, top)
+    return {"inspect": replace(result, audit=report)}
 
 
 def _load(model: str, calib: Optional[str], unsafe: bool) -> tuple[Any, Any, Any, Any]:
