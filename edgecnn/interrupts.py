@@ -56,6 +56,13 @@ def interrupt_guard() -> Iterator[InterruptGuard]:
         signal.signal(signal.SIGINT, previous)
 
 
+def check_pending() -> None:
+    """Raise KeyboardInterrupt if any active guard has seen a Ctrl-C: long loops and progress callbacks call
+    it, so a Ctrl-C that a library swallowed still stops the work within one sample, not one step."""
+    if any(guard.interrupted for guard in _GUARDS):
+        raise KeyboardInterrupt
+
+
 def caused_by_interrupt(exc: Optional[BaseException]) -> bool:
     """True when ``exc`` is, or was raised while handling or because of, a KeyboardInterrupt."""
     seen: set[int] = set()

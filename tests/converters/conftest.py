@@ -15,11 +15,17 @@ def _digit_cnn(keras, softmax_layer: bool = False):
 
 def train_digit_cnn(policy: str = "float32", epochs: int = 2, seed: int = 0):
     """A digit CNN trained for ``epochs`` on the 4,000 training digits under the global dtype ``policy``
-    (the policy is float32 again afterwards); under a mixed policy the softmax is a float32 Activation layer."""
+    (the policy is float32 again afterwards); under a mixed policy the softmax is a float32 Activation layer.
+    Cached (optimizer state included) in $EDGECNN_CACHE/test-models: trained once per machine."""
     import keras
 
+    from edgecnn.converters.zoo import cache_dir
     from edgecnn.data import mnist_sample
+    from edgecnn.fileio import atomic_path
 
+    path = cache_dir() / "test-models" / f"digit_cnn-{policy}-e{epochs}-s{seed}.keras"
+    if path.exists():
+        return keras.models.load_model(path, compile=policy == "float32")  # a mixed one has a loss-scale optimizer
     train = mnist_sample("train")
     keras.utils.set_random_seed(seed)
     keras.mixed_precision.set_global_policy(policy)
@@ -29,12 +35,16 @@ def train_digit_cnn(policy: str = "float32", epochs: int = 2, seed: int = 0):
         model.fit(train.images.astype("float32") / 255.0, train.labels, epochs=epochs, batch_size=64, verbose=0)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        model.save(str(tmp) + ".keras")
+        tmp.with_name(tmp.name + ".keras").replace(tmp)
     return model
 
 
 @pytest.fixture(scope="session")
 def digit_cnn():
-    """A freshly trained float32 digit CNN (in memory, optimizer state included: what a training script holds)."""
+    """A trained float32 digit CNN with its optimizer state (what a training script holds when it saves)."""
     return train_digit_cnn()
 
 
