@@ -205,28 +205,18 @@ def parse_compiler_log(text: str) -> CompilerLog:
 
 
 def compiler_ready_model(loaded: Any, samples: np.ndarray, out_path: Path, io_type: str = "int8") -> Path:
-    """Write the full-int8, batch-1, static-shape .tflite of a Keras model that the compiler accepts."""
-    import contextlib  # noqa: PLC0415
-    import io  # noqa: PLC0415
-
-    import tensorflow as tf  # noqa: PLC0415
-
+    """Write the full-int8, batch-1, static-shape .tflite that the compiler accepts, from a Keras model, a
+    LoadedModel or a SavedModel folder (through the one SavedModel export and the pipeline's int8 converter)."""
     from edgecnn.converters.formats import IoType  # noqa: PLC0415
+    from edgecnn.converters.steps import export_savedmodel  # noqa: PLC0415
     from edgecnn.converters.tflite import convert_bytes  # noqa: PLC0415
     from edgecnn.fileio import write_bytes_atomic  # noqa: PLC0415
 
-    model = loaded.keras_model if hasattr(loaded, "keras_model") else loaded
-    if model is None:
-        raise ConversionError("the Edge TPU check needs a Keras model (.keras/.h5) or a full-int8 .tflite",
-                              "convert the SavedModel to .tflite with edgecnn convert --formats tflite-int8 first")
-    shape = [1, *[int(d) for d in model.inputs[0].shape[1:]]]
     with tempfile.TemporaryDirectory(prefix="edgecnn-edgetpu-") as work:
-        # A SavedModel with a batch-1 signature (a traced concrete function would keep its weights as
-        # resource variables the converter does not freeze).
-        with contextlib.redirect_stdout(io.StringIO()):
-            model.export(work, format="tf_saved_model", verbose=False,
-                         input_signature=[tf.TensorSpec(shape, tf.float32)])
-        flat = convert_bytes(Path(work), "int8", np.ascontiguousarray(samples, dtype=np.float32), IoType(io_type))
+        saved = Path(work) / "savedmodel"
+        export_savedmodel(loaded, saved)  # its "serve_batch1" signature: every tensor size fixed
+        flat = convert_bytes(saved, "int8", np.ascontiguousarray(samples, dtype=np.float32), IoType(io_type),
+                             model=loaded)
     write_bytes_atomic(Path(out_path), flat)
     return Path(out_path)
 

@@ -24,6 +24,7 @@ from edgecnn.interrupts import InterruptGuard, interrupt_guard
 from edgecnn.fileio import check_writable_dir, process_alive, refuse_overwrite, sha256_of, write_text_atomic
 from edgecnn.manifest import (MANIFEST_NAME, ArtifactEntry, ColorOrder, FailedArtifact, Interpolation, Manifest,
                               OutputKind, ResizeMode)
+from edgecnn.native_log import NativeLog, command_log
 from edgecnn.preprocess import class_count
 
 from edgecnn.converters import calibration as cal
@@ -34,6 +35,7 @@ from edgecnn.converters import heads
 from edgecnn.converters.verify import VerifyRule, judge, reference_outputs, verify_artifact
 
 DEFAULT_CALIB_SAMPLES = 200
+LOG_NAME = "convert.log"  # TensorFlow's, the converters' and tf2onnx's own output, beside the artifacts
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 
 
@@ -78,6 +80,7 @@ class ConvertResult:
     warnings: tuple[str, ...] = ()
     over_budget: tuple[str, ...] = field(default=())  # artifacts that lost more than --max-drop
     failed: tuple[FailedArtifact, ...] = ()  # formats refused (build error, NaN, chance level...): not published
+    log_path: Optional[Path] = None  # the converters' own output (convert.log)
 
     def artifact_path(self, name: str) -> Path:
         return self.out_dir / self.manifest.artifact(name).file
@@ -89,8 +92,14 @@ def convert(model: Optional[str | Path] = None, calib: Optional[str | Path] = No
 
     Raises UsageError/DataError/ModelLoadError (exit 2) before anything is written; ConversionFailedError
     (exit 1, ``.result`` set when something was published) when a format failed to build or was refused by
-    verification; AccuracyBudgetError (exit 1) when an artifact lost more than ``max_drop``.
+    verification; AccuracyBudgetError (exit 1) when an artifact lost more than ``max_drop``. What TensorFlow and
+    the converters print goes to ``convert.log`` in the output folder (see ``log_path``).
     """
+    with command_log("convert") as log:
+        return _convert(model, calib, val, out, options, log)
+
+
+def _convert(model, calib, val, out, options: ConvertOptions, log: NativeLog) -> ConvertResult:
     _check_options(options)
     formats = parse_formats(options.formats)
     if model is None:
@@ -124,7 +133,7 @@ def convert(model: Optional[str | Path] = None, calib: Optional[str | Path] = No
     created = not out_dir.exists()
     check_writable_dir(out_dir)
 
-    warnings = list(prep_notes) + list(head.warnings) + list(calib_warn)
+    warnings = list(loaded.notes) + list(prep_notes) + list(head.warnings) + list(calib_warn)
     calib_record = cal.calibration_record(chosen_calib, options.calib_method, options.seed, calib_warn) \
         if chosen_calib is not None else {}
     if chosen_calib is not None and any(spec.name == "onnx-int8" for spec in formats):
@@ -148,14 +157,16 @@ def convert(model: Optional[str | Path] = None, calib: Optional[str | Path] = No
             manifest = manifest.with_artifacts(tuple(entries)).with_failed(tuple(failed))
             guard.check()  # a Ctrl-C swallowed inside a native callback still stops before anything is published
             if entries:
+                log.move_to(staging / LOG_NAME)  # published with the artifacts
                 _publish(staging, out_dir, manifest.to_json())
+                log.path = out_dir / LOG_NAME
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if created and not any(out_dir.iterdir()):
             out_dir.rmdir()  # nothing was published: leave no empty folder behind
     result = ConvertResult(out_dir=out_dir, manifest=manifest, manifest_path=manifest_path,
                            warnings=tuple(warnings), over_budget=_over_budget(entries, options.max_drop),
-                           failed=tuple(failed))
+                           failed=tuple(failed), log_path=log.path)
     _enforce_verification(result)
     _enforce_budget(result, options.max_drop)
     return result

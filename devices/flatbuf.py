@@ -396,12 +396,13 @@ def _read_operator(index: int, op: _Table, codes: Sequence[tuple[str, str, int]]
                     outputs=tuple(op.ints(2)), options=options)
 
 
-def layer_of(name: str, known: Sequence[str] = ()) -> str:
-    """The Keras layer a TFLite tensor or ONNX node belongs to ("model_1/hidden_1/MatMul;..." -> "hidden")."""
+def layer_of(name: str, known: Sequence[str] = (), innermost: bool = False) -> str:
+    """The Keras layer a TFLite tensor or ONNX node belongs to ("model_1/hidden_1/MatMul;..." -> "hidden");
+    with ``innermost``, the deepest known layer of a nested model ("m_1/body_1/conv_1/Conv2D" -> "conv")."""
     first = name.split(";")[0]
     parts = [p for p in first.split("/") if p and p != "StatefulPartitionedCall"]
     known_set = set(known)
-    for part in parts[1:] + parts[:1]:
+    for part in (parts[-2::-1] if innermost else parts[1:] + parts[:1]):
         base = part.split(":")[0]
         if base in known_set:
             return base

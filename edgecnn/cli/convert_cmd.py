@@ -87,7 +87,8 @@ def _print(result, as_json: bool) -> None:
                    "artifacts": summary_rows(result.manifest), "warnings": list(result.warnings),
                    "over_budget": list(result.over_budget),
                    "failed": [{"name": f.name, "reason": f.reason} for f in result.failed],
-                   "output_kind": result.manifest.output_kind.value}
+                   "output_kind": result.manifest.output_kind.value,
+                   "log": None if result.log_path is None else str(result.log_path)}
         click.echo(json.dumps(payload, indent=2))
         return
     for warning in result.warnings:
@@ -97,6 +98,8 @@ def _print(result, as_json: bool) -> None:
         for note in (n for n in entry.notes if n.startswith("--fallback auto")):
             console.print(f"{entry.name}: {note}", highlight=False, soft_wrap=True)
     console.print(f"artifacts and manifest in {result.out_dir}", highlight=False, soft_wrap=True)
+    if result.log_path is not None:
+        console_err.print(f"converter log: {result.log_path}", highlight=False, soft_wrap=True)
 
 
 def _number(text: str, option: str) -> float:

@@ -52,16 +52,32 @@ def inspect_command(model: str, calib: Optional[str], target: Optional[str], fam
     from edgecnn.converters.onnx_targets import onnx_settings  # noqa: PLC0415
 
     onnx_settings(onnx_target)  # an unknown target fails before the model is loaded
+    from edgecnn.interrupts import interrupt_guard  # noqa: PLC0415
+    from edgecnn.native_log import command_log  # noqa: PLC0415
+
+    # TensorFlow's and the converter's own output goes to inspect.log, next to the report when there is one.
+    with command_log("inspect") as log, interrupt_guard():
+        payload = _inspect(model, calib, target, family, samples, top, calib_method, onnx_target, out,
+                           edgetpu_runtime, multiple_subgraphs, force, unsafe)
+        ready = getattr(payload.get("edgetpu"), "ready_model", None)
+        if ready is not None:
+            log.move_to(Path(ready).parent / "inspect.log")
+    _emit(payload, as_json, top)
+    console_err.print(f"inspect log: {log.path}", highlight=False, soft_wrap=True)
+
+
+def _inspect(model: str, calib: Optional[str], target: Optional[str], family: str, samples: int, top: int,
+             calib_method: str, onnx_target: str, out: Optional[Path], edgetpu_runtime: int,
+             multiple_subgraphs: bool, force: bool, unsafe: bool) -> dict[str, Any]:
     if model.lower().endswith(".tflite"):
         if target != "edgetpu":
             raise UsageError("a .tflite file can only be checked for the Edge TPU",
                              "add --target edgetpu, or inspect the Keras model layer by layer")
-        return _emit({"edgetpu": _edgetpu(Path(model), None, out, edgetpu_runtime, multiple_subgraphs, force)},
-                     as_json)
+        return {"edgetpu": _edgetpu(Path(model), None, out, edgetpu_runtime, multiple_subgraphs, force)}
     loaded, inputs, dataset_labels, prep = _load(model, calib, unsafe)
     if target == "edgetpu":
-        return _emit({"edgetpu": _edgetpu(loaded, inputs.inputs[:samples], out, edgetpu_runtime, multiple_subgraphs,
-                                          force)}, as_json)
+        return {"edgetpu": _edgetpu(loaded, inputs.inputs[:samples], out, edgetpu_runtime, multiple_subgraphs,
+                                    force)}
     from edgecnn.converters.calib_audit import audit, expected_input_range  # noqa: PLC0415
     from edgecnn.converters.inspect import Family, InspectOptions, inspect  # noqa: PLC0415
 
@@ -72,7 +88,7 @@ def inspect_command(model: str, calib: Optional[str], target: Optional[str], fam
         result = inspect(loaded, inputs.inputs, options=options)
     from dataclasses import replace  # noqa: PLC0415
 
-    _emit({"inspect": replace(result, audit=report)}, as_json, top)
+    return {"inspect": replace(result, audit=report)}
 
 
 def _load(model: str, calib: Optional[str], unsafe: bool) -> tuple[Any, Any, Any, Any]:
