@@ -25,6 +25,7 @@ from edgecnn.interrupts import InterruptGuard, interrupt_guard
 from edgecnn.fileio import check_writable_dir, process_alive, refuse_overwrite, sha256_of, write_text_atomic
 from edgecnn.manifest import (MANIFEST_NAME, ArtifactEntry, ColorOrder, FailedArtifact, Interpolation, Manifest,
                               OutputKind, ResizeMode)
+from edgecnn.native_log import NativeLog, command_log
 from edgecnn.preprocess import class_count
 
 from edgecnn.converters import calibration as cal
@@ -36,6 +37,7 @@ from edgecnn.converters.verify import BATCH, VerifyRule, cluster_run, judge, ref
 from edgecnn.devices.cluster import ClusterOptions
 
 DEFAULT_CALIB_SAMPLES = 200
+LOG_NAME = "convert.log"  # TensorFlow's, the converters' and tf2onnx's own output, beside the artifacts
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 
 
@@ -64,6 +66,8 @@ class ConvertOptions:
     fallback: FallbackMode = FallbackMode.NONE
     per_channel: bool = True
     opset: Optional[int] = None
+    onnx_target: str = "x86"                 # onnx-int8 settings per CPU: x86, x86-avx2, arm64 (onnx_targets)
+    onnx_full_int8: bool = False             # quantize the final Softmax and the logits too
     seed: int = 0
     progress: bool = True
     output_kind: Optional[OutputKind] = None  # None: decided from the graph's final op and the float outputs
@@ -80,6 +84,7 @@ class ConvertResult:
     over_budget: tuple[str, ...] = field(default=())  # artifacts that lost more than --max-drop
     failed: tuple[FailedArtifact, ...] = ()  # formats refused (build error, NaN, chance level...): not published
     cluster_summary: Optional[str] = None    # --ray: where the verification chunks ran, all artifacts together
+    log_path: Optional[Path] = None  # the converters' own output (convert.log)
 
     def artifact_path(self, name: str) -> Path:
         return self.out_dir / self.manifest.artifact(name).file
@@ -92,11 +97,12 @@ def convert(model: Optional[str | Path] = None, calib: Optional[str | Path] = No
     Raises UsageError/DataError/ModelLoadError (exit 2) before anything is written; ConversionFailedError
     (exit 1, ``.result`` set when something was published) when a format failed to build or was refused by
     verification; AccuracyBudgetError (exit 1) when an artifact lost more than ``max_drop``. With
-    ``options.ray``: ClusterError (exit 2) when the cluster cannot be reached, before any work.
+    ``options.ray``: ClusterError (exit 2) when the cluster cannot be reached, before any work. What TensorFlow
+    and the converters print goes to ``convert.log`` in the output folder (see ``log_path``).
     """
     _check_options(options)
-    with _cluster(options.ray) as cluster:
-        return _convert(model, calib, val, out, options, cluster)
+    with command_log("convert") as log, _cluster(options.ray) as cluster:
+        return _convert(model, calib, val, out, options, log, cluster)
 
 
 def _cluster(ray: Optional[ClusterOptions]):
@@ -108,7 +114,7 @@ def _cluster(ray: Optional[ClusterOptions]):
     return Cluster(ray)
 
 
-def _convert(model, calib, val, out, options: ConvertOptions, cluster) -> ConvertResult:
+def _convert(model, calib, val, out, options: ConvertOptions, log: NativeLog, cluster) -> ConvertResult:
     formats = parse_formats(options.formats)
     if model is None:
         from edgecnn.converters.zoo import trained_mnist_cnn  # noqa: PLC0415
@@ -141,9 +147,11 @@ def _convert(model, calib, val, out, options: ConvertOptions, cluster) -> Conver
     created = not out_dir.exists()
     check_writable_dir(out_dir)
 
-    warnings = list(prep_notes) + list(head.warnings) + list(calib_warn)
+    warnings = list(loaded.notes) + list(prep_notes) + list(head.warnings) + list(calib_warn)
     calib_record = cal.calibration_record(chosen_calib, options.calib_method, options.seed, calib_warn) \
         if chosen_calib is not None else {}
+    if chosen_calib is not None and any(spec.name == "onnx-int8" for spec in formats):
+        calib_record["onnx-int8"] = _onnx_settings(options).record(options.per_channel)
     manifest = Manifest(model_name=loaded.name, source_sha256=loaded.sha256, input_shape=loaded.input_shape,
                         preprocessing=prep, labels=labels, output_kind=head.kind,
                         versions=_versions(cluster is not None), calibration=calib_record,
@@ -163,14 +171,16 @@ def _convert(model, calib, val, out, options: ConvertOptions, cluster) -> Conver
             manifest = manifest.with_artifacts(tuple(entries)).with_failed(tuple(failed))
             guard.check()  # a Ctrl-C swallowed inside a native callback still stops before anything is published
             if entries:
+                log.move_to(staging / LOG_NAME)  # published with the artifacts
                 _publish(staging, out_dir, manifest.to_json())
+                log.path = out_dir / LOG_NAME
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if created and not any(out_dir.iterdir()):
             out_dir.rmdir()  # nothing was published: leave no empty folder behind
     result = ConvertResult(out_dir=out_dir, manifest=manifest, manifest_path=manifest_path,
                            warnings=tuple(warnings), over_budget=_over_budget(entries, options.max_drop),
-                           failed=tuple(failed),
+                           failed=tuple(failed), log_path=log.path,
                            cluster_summary=cluster.summary().line() if cluster is not None else None)
     _enforce_verification(result)
     _enforce_budget(result, options.max_drop)
@@ -223,6 +233,7 @@ def _check_options(options: ConvertOptions) -> None:
         from edgecnn.registry import lookup  # noqa: PLC0415
 
         lookup({m: m for m in CALIB_METHODS}, options.calib_method, "calibration method")
+    _onnx_settings(options)  # an unknown --onnx-target is refused before anything is loaded
     if options.calib_samples <= 0:
         raise UsageError(f"--calib-samples {options.calib_samples} must be positive")
     if options.fallback == FallbackMode.AUTO and options.max_drop is None:
@@ -234,6 +245,12 @@ def _check_options(options: ConvertOptions) -> None:
     if not 0.0 <= options.min_float_agreement <= 1.0:
         raise UsageError(f"--min-float-agreement {options.min_float_agreement} is outside 0..1",
                          "give a fraction, e.g. 0.99")
+
+
+def _onnx_settings(options: ConvertOptions):
+    from edgecnn.converters.onnx_targets import onnx_settings  # noqa: PLC0415
+
+    return onnx_settings(options.onnx_target, full_int8=options.onnx_full_int8)
 
 
 def _prep_request(options: ConvertOptions) -> cal.PrepRequest:
@@ -307,7 +324,7 @@ def _build_all(loaded, formats, out_dir: Path, calib: Optional[cal.ModelInputs],
             job = BuildJob(model=loaded, fmt=spec, out_path=out_dir / spec.file_name(loaded.name),
                            calib_inputs=None if calib is None else calib.inputs, workdir=Path(work), io=options.io,
                            calib_method=options.calib_method, per_channel=options.per_channel, opset=options.opset,
-                           shared=shared, metadata=metadata)
+                           onnx=_onnx_settings(options), shared=shared, metadata=metadata)
             try:
                 built = build_step(job, reporter)
             except KeyboardInterrupt:

@@ -160,7 +160,11 @@ class Classifier:
         # One frame's input tensor, reused for every frame.
         self._buffer = np.empty((1, prep.height, prep.width, prep.channels), dtype=self.encoder.table.dtype)
         layout = Layout(prep.layout)
-        self._batch_view = {Layout.FLAT: self._buffer.reshape(1, -1), Layout.HW: self._buffer.reshape(1, prep.height, prep.width)}.get(layout, self._buffer)
+        self._batch_view = self._buffer
+        if layout == Layout.FLAT:
+            self._batch_view = self._buffer.reshape(1, -1)
+        elif layout == Layout.HW:
+            self._batch_view = self._buffer.reshape(1, prep.height, prep.width)
         self._channels_first = layout == Layout.NCHW
         self._cv2 = _optional_cv2()
         # 8-bit inputs with one table for all channels: OpenCV's LUT writes straight into the buffer (2x np.take).

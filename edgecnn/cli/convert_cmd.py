@@ -49,12 +49,18 @@ _FORMAT_NAMES = "tflite-fp32, tflite-fp16, tflite-dynamic, tflite-int8, onnx-fp3
 @click.option("--ray-chunk", type=int, default=1000, show_default=True, help="Samples per Ray task.")
 @click.option("--per-tensor", is_flag=True, help="Per-tensor instead of per-channel int8 weights.")
 @click.option("--opset", type=int, help="ONNX opset (default 17).")
+@click.option("--onnx-target", default="x86", show_default=True,
+              help="CPU the onnx-int8 artifact is for: x86 (uint8 activations), x86-avx2 (x86 without VNNI: also "
+                   "7-bit weights), arm64 (int8 activations).")
+@click.option("--onnx-full-int8", is_flag=True, help="onnx-int8: quantize the final Softmax and the logits too "
+              "(default: they stay float; int8 only loses precision there).")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--unsafe", is_flag=True, help="Load models with Lambda layers / custom code (only trusted files).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of a table.")
 def convert_command(model: Optional[str], calib, val, out, formats, io_type, calib_method, calib_samples, labels_file,
                     color, resize, interpolation, scale, mean, std, invert, max_drop, output_kind, min_float_agreement,
-                    fallback, ray_address, ray_chunk, per_tensor, opset, force, unsafe, as_json) -> None:
+                    fallback, ray_address, ray_chunk, per_tensor, opset, onnx_target, onnx_full_int8, force, unsafe,
+                    as_json) -> None:
     """Convert MODEL (.keras, .h5 or SavedModel folder; default: the embedded MNIST CNN) to TFLite and ONNX,
     verify every artifact against Keras, and write manifest.json beside them."""
     from edgecnn.converters.formats import IoType  # noqa: PLC0415
@@ -69,6 +75,7 @@ def convert_command(model: Optional[str], calib, val, out, formats, io_type, cal
         std=_numbers(std, "--std"), invert=invert, max_drop=max_drop, force=force, unsafe=unsafe,
         fallback=FallbackMode(fallback), per_channel=not per_tensor, opset=opset, progress=not as_json,
         output_kind=OutputKind(output_kind) if output_kind else None, min_float_agreement=min_float_agreement,
+        onnx_target=onnx_target, onnx_full_int8=onnx_full_int8,
         ray=ClusterOptions(ray_address.strip(), chunk=ray_chunk) if ray_address else None)
     try:
         result = convert(model, calib=calib, val=val, out=out, options=options)
@@ -88,7 +95,8 @@ def _print(result, as_json: bool) -> None:
                    "artifacts": summary_rows(result.manifest), "warnings": list(result.warnings),
                    "over_budget": list(result.over_budget),
                    "failed": [{"name": f.name, "reason": f.reason} for f in result.failed],
-                   "output_kind": result.manifest.output_kind.value, "ray": result.cluster_summary}
+                   "output_kind": result.manifest.output_kind.value, "ray": result.cluster_summary,
+                   "log": None if result.log_path is None else str(result.log_path)}
         click.echo(json.dumps(payload, indent=2))
         return
     for warning in result.warnings:
@@ -100,6 +108,8 @@ def _print(result, as_json: bool) -> None:
     if result.cluster_summary:  # --ray: where the verification chunks ran (each artifact's notes have its own)
         console.print(f"verification on {result.cluster_summary}", highlight=False, soft_wrap=True)
     console.print(f"artifacts and manifest in {result.out_dir}", highlight=False, soft_wrap=True)
+    if result.log_path is not None:
+        console_err.print(f"converter log: {result.log_path}", highlight=False, soft_wrap=True)
 
 
 def _number(text: str, option: str) -> float:
