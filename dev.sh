@@ -27,9 +27,18 @@ browser() {
   fi
 }
 
+netns_tools() {
+  # The --ray tests run a Ray cluster in a network namespace of its own (`ip netns`, Debian's iproute2).
+  command -v ip >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null) \
+      || echo "note: could not install iproute2; the Ray cluster tests will be skipped" >&2
+  fi
+}
+
 case "${1:-}" in
   demo)  setup; shift; exec "$VENV/bin/edgecnn" convert --out edgecnn-out/demo --force "$@" ;;
-  test)  setup; browser; shift; exec "$VENV/bin/python" -m pytest -q "$@" ;;
+  test)  setup; browser; netns_tools; shift; exec "$VENV/bin/python" -m pytest -q "$@" ;;
   bench) setup; shift; exec "$VENV/bin/python" benchmarks/run_suite.py "$@" ;;
   *) echo "usage: bash dev.sh demo|test|bench [args]" >&2; exit 2 ;;
 esac

@@ -90,6 +90,7 @@ class Cluster:
         self.address = options.address
         self.totals: collections.Counter = collections.Counter()
         self.lost: list[str] = []
+        self._seen: dict[str, str] = {}  # node id -> label of every node alive when a run started
         self._ray: Any = None
         self._task: Any = None
         self._staging: Optional[Path] = None
@@ -190,12 +191,13 @@ class Cluster:
         size = self.chunk_size(batch)
         bounds = [(start, min(start + size, len(encoded))) for start in range(0, len(encoded), size)]
         alive = self._alive_nodes()
+        self._seen.update(alive)
         refs = {self._task.remote(blob_ref, sha, path.suffix, target, self.options.cpus_per_task, data_ref,
                                   start, stop, batch): index for index, (start, stop) in enumerate(bounds)}
         outputs, where = self._gather(refs, path.name, progress)
         del blob_ref
         lost = tuple(label for node_id, label in alive.items() if node_id not in self._alive_nodes())
-        self.lost += [label for label in lost if label not in self.lost]
+        self._note_lost(lost)
         self.totals.update(where)
         placement = Placement(tuple(sorted(collections.Counter(where).items())), lost)
         if not outputs:
@@ -203,8 +205,15 @@ class Cluster:
         return np.concatenate(outputs), placement
 
     def summary(self) -> Placement:
-        """Where every chunk of this connection ran, all runs together."""
+        """Where every chunk of this connection ran, all runs together, and the nodes lost since the first run
+        (also one that died at the end of a run, before the cluster had noticed)."""
+        if self._ray is not None and self._seen:
+            alive = self._alive_nodes()
+            self._note_lost(tuple(label for node_id, label in self._seen.items() if node_id not in alive))
         return Placement(tuple(sorted(self.totals.items())), tuple(self.lost))
+
+    def _note_lost(self, labels: tuple[str, ...]) -> None:
+        self.lost += [label for label in labels if label not in self.lost]
 
     def _gather(self, refs: dict, name: str, progress: Optional[ChunkProgress]) -> tuple[list, list]:
         ray = self._ray
