@@ -202,7 +202,7 @@ def write(args, found: dict, started, load_before: str, load_after: str) -> None
     inferences = found["samples"] * len(found["artifacts"])
     payload = {"created": started.isoformat(timespec="seconds"), "machine": f"{platform.machine()}, "
                f"{os.cpu_count()} cores (shared)", "python": platform.python_version(),
-               "command": "python benchmarks/ray_verify.py " + " ".join(sys.argv[1:]),
+               "command": " ".join(["python benchmarks/ray_verify.py", *sys.argv[1:]]),
                "samples": found["samples"], "artifacts": found["artifacts"], "nodes": found["nodes"],
                "ratio_chunk": args.chunk, "rounds": rounds, "local_s": local, "ray_s": ray,
                "local_1thread_s": single, "ray_over_local": ray / local, "curve": curve,
