@@ -67,6 +67,18 @@ def namespaces_available() -> Optional[str]:
     return None
 
 
+def remove_stale_namespaces() -> None:
+    """Namespaces of test runs that were killed (their pytest is gone) and hold no process: deleted."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    for name in listed:
+        owner = name.rpartition("-")[2]
+        if not (name.startswith("edgecnn-") and owner.isdigit()) or psutil.pid_exists(int(owner)):
+            continue
+        inside = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
+        if not inside:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
 class RayTestCluster:
     """Head and worker nodes of one Ray cluster in a loopback-only network namespace."""
 
@@ -77,6 +89,7 @@ class RayTestCluster:
         self.token = secrets.token_hex(32)
         self.nodes: list[subprocess.Popen] = []
         self.health_check_ms = health_check_ms
+        remove_stale_namespaces()
         subprocess.run(["ip", "netns", "add", self.netns], check=True, capture_output=True)
         subprocess.run(["ip", "netns", "exec", self.netns, "ip", "link", "set", "lo", "up"], check=True,
                        capture_output=True)
