@@ -25,12 +25,12 @@ from typing import Any, Iterator
 
 from edgecnn.errors import ConversionError, InputPathError, ModelLoadError, OutputPathError
 from edgecnn.fileio import atomic_path
-from edgecnn.manifest import TensorSpec
+from edgecnn.manifest import EMBEDDED_KEY, TensorSpec
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 DEFAULT_OPSET = 17  # per-channel QDQ needs >= 13; a runtime older than opset 17 can be given a lower --opset
-MANIFEST_KEY = "edgecnn_manifest"
+MANIFEST_KEY = EMBEDDED_KEY
 # Layers that are the identity at inference. RandomCrop is not here: at inference it crops/resizes.
 TRAINING_ONLY_LAYERS = frozenset({
     "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "AlphaDropout", "GaussianDropout",

@@ -13,12 +13,12 @@ from typing import Any, Iterator
 import numpy as np
 
 from edgecnn.errors import ConversionError
-from edgecnn.manifest import TensorSpec
+from edgecnn.manifest import EMBEDDED_KEY, TensorSpec
 
 from edgecnn.converters.formats import IoType
 from edgecnn.converters.steps import BuildJob, BuiltArtifact, ensure_savedmodel
 
-METADATA_NAME = "edgecnn_manifest"
+METADATA_NAME = EMBEDDED_KEY
 _IO_DTYPES = {IoType.INT8: "int8", IoType.UINT8: "uint8", IoType.FLOAT: "float32"}
 
 

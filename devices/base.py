@@ -23,6 +23,9 @@ class RunnerOptions:
     allow_cpu_fallback: bool = False      # gpu/edgetpu: run anyway when the accelerator is not really used
     use_xnnpack: bool = True
     probe: bool = True                    # load untrusted model files in a child process first (devices/modelcheck.py)
+    # One invoke at load time, so a model that fails only when run fails there (LiteRT). None: only when the
+    # bytes have not passed the probe, whose child invoked them with the same runtime.
+    warm_up: Optional[bool] = None
     extra: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
 
 
@@ -33,6 +36,7 @@ class Runner(abc.ABC):
     model_path: Path
     input: TensorSpec
     output: TensorSpec
+    sha256: str = ""  # of the bytes that were checked and loaded (set by open_runner); "" when not known
 
     @abc.abstractmethod
     def invoke(self, batch: np.ndarray) -> np.ndarray:
@@ -41,6 +45,19 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]:
         """Runtime name and version, delegates / execution providers actually in use, threads."""
+
+    def input_view(self) -> Optional[np.ndarray]:
+        """A writable view of the runtime's own one-sample input tensor, for encoding a frame in place; None when
+        the runtime has none (the caller then passes its own buffer to ``invoke``). See LiteRTRunner."""
+        return None
+
+    def invoke_in_place(self) -> np.ndarray:
+        """Run on what was written into ``input_view()``; the raw output."""
+        raise NotImplementedError(f"{type(self).__name__} has no input view")
+
+    def embedded_manifest(self) -> Optional[str]:
+        """The manifest JSON embedded in the model file at conversion, or None."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional for runners with nothing to free
         """Release the model."""

@@ -1,12 +1,19 @@
 """The Classifier used by ``edgecnn run`` and ``edgecnn bench``: a runner + the manifest's pre/post-processing.
 
 Everything per frame is in ``classify``: geometry and colour (edgecnn.preprocess.prepare_pixels), one table
-lookup into a buffer allocated once (the same table InputEncoder builds, so values equal convert's
-verification), the runner, then dequantize/softmax/top-k (edgecnn.preprocess). The manifest is checked
-against what the loaded model really reports, so a manifest for another model is refused, not trusted.
+lookup written straight into the runtime's input tensor where the runner offers it (LiteRT), else into a
+buffer allocated once (the same table InputEncoder builds, so values equal convert's verification), the
+runner, then dequantize/softmax/top-k (edgecnn.preprocess). The manifest is checked against what the loaded
+model really reports, so a manifest for another model is refused, not trusted.
+
+The manifest is the one given, else ``manifest.json`` beside the model, else the copy embedded in the model
+file at conversion (so one .tflite or .onnx file is enough to deploy). The embedded copy was written before
+the artifact existed, so it lists no artifacts and no SHA-256 of the file: with it there is no hash check
+(nor a check of the declared quantization); the load checks (flatbuffer walk, probe, warm-up) still run.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +89,19 @@ def _load_manifest(model_path: Path, manifest: Union[Manifest, Path, str, None])
     return Manifest.read(found) if found else None
 
 
+def embedded_manifest(runner: Runner) -> Optional[Manifest]:
+    """The manifest embedded in the loaded model at conversion (no artifact entries, so no hash), or None."""
+    text = runner.embedded_manifest()
+    if not text:
+        return None
+    try:
+        raw = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ManifestError(f"the manifest embedded in {runner.model_path.name} is not valid JSON ({exc})"[:300],
+                            "re-run edgecnn convert, or put its manifest.json beside the model") from None
+    return Manifest.from_dict(raw)
+
+
 def _same_quantization(a: TensorSpec, b: TensorSpec) -> bool:
     if a.dtype != b.dtype or a.quantized != b.quantized:
         return False
@@ -108,7 +128,7 @@ def check_against_model(runner: Runner, prep: Preprocessing, labels: Sequence[st
     entry = next((a for a in manifest.artifacts if Path(a.file).name == name), None)
     if entry is None:
         return
-    if entry.sha256 and sha256_of(runner.model_path) != entry.sha256:
+    if entry.sha256 and (runner.sha256 or sha256_of(runner.model_path)) != entry.sha256:
         # A damaged artifact can load and still answer wrongly; the hash written at conversion catches it.
         raise ManifestError(f"{name} does not match the SHA-256 its manifest records: the file was modified or "
                             "corrupted after conversion", "re-run edgecnn convert, or pass the manifest written with it")
@@ -140,10 +160,11 @@ class Classifier:
         # One frame's input tensor, reused for every frame.
         self._buffer = np.empty((1, prep.height, prep.width, prep.channels), dtype=self.encoder.table.dtype)
         self._batch_view = self._buffer.reshape(1, -1) if prep.flatten else self._buffer
+        self._shape4 = self._buffer.shape
         self._cv2 = _optional_cv2()
-        # 8-bit inputs with one table for all channels: OpenCV's LUT writes straight into the buffer (2x np.take).
+        # 8-bit inputs with one table for all channels: OpenCV's LUT writes straight into the tensor (2x np.take).
         self._lut8 = self.encoder.table[0].view(np.uint8) if self._uniform and self.encoder.table.itemsize == 1 else None
-        self._buffer_u8 = self._buffer.view(np.uint8)[0]
+        self._fused = self._lut8 is not None and self._cv2 is not None and prep.channels == 3
 
     @classmethod
     def open(cls, model_path: Path | str, target: str = "cpu", options: RunnerOptions = RunnerOptions(),
@@ -158,11 +179,13 @@ class Classifier:
             raise InputPathError(f"model file {model_path} does not exist" if not model_path.exists()
                                  else f"{model_path} is not a model file", "give the path of a .tflite or .onnx artifact")
         loaded = _load_manifest(model_path, manifest)
-        if loaded is None and prep is None:
-            raise ManifestError(f"{model_path.name} has no manifest.json beside it and no preprocessing was given",
-                                NO_PREPROCESSING_HINT)
         runner = open_runner(model_path, target, options)
         try:
+            if loaded is None and prep is None:
+                loaded = embedded_manifest(runner)
+            if loaded is None and prep is None:
+                raise ManifestError(f"{model_path.name} has no manifest.json beside it, none embedded, and no "
+                                    "preprocessing was given", NO_PREPROCESSING_HINT)
             prep = prep or loaded.preprocessing
             prep.validate()
             names = _labels(labels, loaded, runner)
@@ -178,8 +201,8 @@ class Classifier:
         """A raw frame -> (H, W, C) uint8 pixels in the model's colour order and size (= prepare_pixels)."""
         if not isinstance(frame, np.ndarray):
             raise DataError(f"frame is a {type(frame).__name__}, not an image array")
-        if (frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3 and frame.size
-                and self.prep.color != ColorOrder.GRAY and ColorOrder(source_color) != ColorOrder.GRAY):
+        if (_colour_frame(frame) and self.prep.color != ColorOrder.GRAY
+                and ColorOrder(source_color) != ColorOrder.GRAY):
             # Resizing works per channel, so resizing first and swapping RGB<->BGR on the small image gives
             # the same bytes as prepare_pixels, without copying a reversed full-size frame (5 ms at 640x480).
             small = resize_image(frame, self.prep.height, self.prep.width, self.prep.resize, self.prep.interpolation)
@@ -188,27 +211,64 @@ class Classifier:
             return self._cv2.cvtColor(small, self._cv2.COLOR_BGR2RGB) if self._cv2 else small[:, :, ::-1]
         return prepare_pixels(frame, self.prep, source_color)
 
-    def _encode_into_buffer(self, pixels: np.ndarray) -> np.ndarray:
+    def _encode(self, pixels: np.ndarray, target: np.ndarray) -> None:
+        """(H, W, C) uint8 pixels -> ``target`` (1, H, W, C) in the input's dtype, written in place."""
         table = self.encoder.table
         if self._lut8 is not None and self._cv2 is not None:
-            written = self._cv2.LUT(np.ascontiguousarray(pixels), self._lut8, dst=self._buffer_u8)
-            if written is not self._buffer_u8:
-                self._buffer_u8[...] = written
-            return self._batch_view
-        # mode="clip" is a no-op for uint8 indices into 256 entries, and lets numpy write straight into the buffer.
+            dst = target.view(np.uint8)[0]
+            written = self._cv2.LUT(np.ascontiguousarray(pixels), self._lut8, dst=dst)
+            if written is not dst:
+                dst[...] = written
+            return
+        # mode="clip" is a no-op for uint8 indices into 256 entries, and lets numpy write straight into the target.
         if self._uniform:
-            np.take(table[0], pixels, out=self._buffer[0], mode="clip")
+            np.take(table[0], pixels, out=target[0], mode="clip")
         else:
             for channel in range(table.shape[0]):
-                np.take(table[channel], pixels[:, :, channel], out=self._buffer[0, :, :, channel], mode="clip")
+                np.take(table[channel], pixels[:, :, channel], out=target[0, :, :, channel], mode="clip")
+
+    def _fill_input(self, frame: np.ndarray, source_color: ColorOrder) -> bool:
+        """Write the frame, prepared and encoded, straight into the runtime's own input tensor (no ``set_tensor``
+        copy); False when the runner offers no view of it. A colour frame for an 8-bit colour model is resized
+        into the tensor, its channels swapped and the table applied there in place: no intermediate image.
+
+        The view dies when this returns, before the invoke: LiteRT refuses to run while one is alive."""
+        view = self.runner.input_view()
+        if view is None or view.dtype != self._buffer.dtype or view.size != self._buffer.size:
+            return False
+        target = view.reshape(self._shape4)
+        if self._fused and _colour_frame(frame) and ColorOrder(source_color) != ColorOrder.GRAY:
+            self._resize_encode(frame, ColorOrder(source_color), target.view(np.uint8)[0])
+        else:
+            self._encode(self.prepare(frame, source_color), target)
+        return True
+
+    def _resize_encode(self, frame: np.ndarray, source_color: ColorOrder, dst: np.ndarray) -> None:
+        """= _encode(prepare(frame)) for a uint8 colour frame, computed in ``dst`` (H, W, 3) uint8 in place."""
+        cv2, prep = self._cv2, self.prep
+        small = resize_image(frame, prep.height, prep.width, prep.resize, prep.interpolation, out=dst)
+        if source_color != prep.color:
+            small = cv2.cvtColor(small, cv2.COLOR_BGR2RGB, dst=dst)
+        if small is not dst:
+            dst[...] = small
+        written = cv2.LUT(dst, self._lut8, dst=dst)
+        if written is not dst:
+            dst[...] = written
+
+    def _encode_into_buffer(self, pixels: np.ndarray) -> np.ndarray:
+        self._encode(pixels, self._buffer)
         return self._batch_view
 
     def classify(self, frame: np.ndarray, source_color: ColorOrder = ColorOrder.BGR) -> ClassifyResult:
         """Classify one raw frame (BGR from OpenCV by default); per-stage times in milliseconds."""
         t0 = time.perf_counter()
-        batch = self._encode_into_buffer(self.prepare(frame, source_color))
-        t1 = time.perf_counter()
-        raw = self.runner.invoke(batch)
+        if self._fill_input(frame, source_color):
+            t1 = time.perf_counter()
+            raw = self.runner.invoke_in_place()
+        else:
+            batch = self._encode_into_buffer(self.prepare(frame, source_color))
+            t1 = time.perf_counter()
+            raw = self.runner.invoke(batch)
         t2 = time.perf_counter()
         top = self.top_predictions(decode_output(raw, self.runner.output, self.output_kind)[0])
         t3 = time.perf_counter()
@@ -250,6 +310,11 @@ class Classifier:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _colour_frame(frame: Any) -> bool:
+    return (isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
+            and frame.size > 0)
 
 
 def _optional_cv2() -> Any:

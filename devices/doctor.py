@@ -121,7 +121,7 @@ def check_onnxruntime() -> list[Check]:
 
     if not _present("onnxruntime"):
         return [Check("ONNX Runtime", Status.MISSING, "not installed",
-                      "pip install onnxruntime (onnx-cpu) or onnxruntime-gpu (gpu)")]
+                      "pip install 'edgecnn[onnx-cpu]' (onnx-cpu) or 'edgecnn[gpu]' (gpu)")]
     import onnxruntime as ort
 
     providers = list(ort.get_available_providers())
@@ -229,11 +229,14 @@ def to_json(checks: list[Check]) -> dict[str, Any]:
 
 def render(checks: list[Check]) -> Any:
     from rich.table import Table
+    from rich.text import Text
 
     colours = {Status.OK: "green", Status.MISSING: "red", Status.WARN: "yellow", Status.INFO: "cyan"}
     table = Table(title="edgecnn doctor")
     for column in ("check", "status", "found", "to fix"):
         table.add_column(column, overflow="fold")
     for check in checks:
-        table.add_row(check.name, f"[{colours[check.status]}]{check.status.value}[/]", check.found, check.fix)
+        # Text, not markup: a fix such as "pip install 'edgecnn[onnx-cpu]'" must keep its brackets.
+        table.add_row(Text(check.name), f"[{colours[check.status]}]{check.status.value}[/]", Text(check.found),
+                      Text(check.fix))
     return table

@@ -14,13 +14,11 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-from edgecnn.devices.annotate import annotate
 from edgecnn.devices.base import RunnerOptions
 from edgecnn.devices.grabber import Frame, GrabberOptions, LatestFrameGrabber
 from edgecnn.devices.outputs import FrameWindow, JsonlWriter, unpack_result
 from edgecnn.devices.sources import FrameSource, SourceSpec, open_source, parse_source
 from edgecnn.devices.stats import STAGES, LiveStats
-from edgecnn.devices.videofile import VideoRecorder
 from edgecnn.errors import UsageError
 from edgecnn.fileio import refuse_overwrite
 from edgecnn.manifest import ColorOrder, Preprocessing
@@ -139,7 +137,7 @@ class _Loop:
         self.last_print = 0.0
         self.last_status = 0.0
         self.jsonl: Optional[JsonlWriter] = None
-        self.recorder: Optional[VideoRecorder] = None
+        self.recorder: Any = None  # a devices.videofile.VideoRecorder with --record
         self.server = None
         self.window: Optional[FrameWindow] = None
 
@@ -151,6 +149,8 @@ class _Loop:
         grabber = stack.enter_context(LatestFrameGrabber(self.spec, grab_opts, self.factory,
                                                                   on_event=self._event))
         if opts.record:
+            from edgecnn.devices.videofile import VideoRecorder  # noqa: PLC0415 - only with --record
+
             self.recorder = stack.enter_context(VideoRecorder(Path(opts.record), grabber.fps or 30.0))
         self.stats = LiveStats(STAGES)  # start the clock when the source is open
         ended_by = self._loop(grabber)
@@ -211,6 +211,8 @@ class _Loop:
             self._publish_status(top, grabber)
         if self.recorder is None and not watching and not self.window.active:
             return True  # nobody looks at the drawing: do not spend time on it
+        from edgecnn.devices.annotate import annotate  # noqa: PLC0415 - only when someone looks
+
         drawn = annotate(frame.image, top, self.stats.meter.fps())
         if self.recorder is not None:
             self.recorder.write(drawn)

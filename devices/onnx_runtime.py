@@ -6,7 +6,6 @@ we check ``session.get_providers()`` and raise DeviceError unless the user passe
 """
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -28,12 +27,14 @@ def import_onnxruntime() -> Any:
         import onnxruntime  # noqa: PLC0415 - heavy, only for ONNX targets
     except ImportError:
         raise RuntimeMissingError("ONNX Runtime is not installed",
-                                  "pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA/TensorRT)") from None
+                                  "pip install 'edgecnn[onnx-cpu]' (CPU) or 'edgecnn[gpu]' (CUDA/TensorRT)") from None
     return onnxruntime
 
 
 def gpu_package() -> Optional[str]:
     """The installed ONNX Runtime distribution that carries GPU providers, if any."""
+    import importlib.metadata  # noqa: PLC0415 - slow to import; only the gpu target and doctor ask
+
     for name in ("onnxruntime-gpu", "onnxruntime-gpu-cuda12", "onnxruntime-training-gpu"):
         try:
             importlib.metadata.version(name)
@@ -101,6 +102,15 @@ class OnnxRunner(Runner):
         except Exception as exc:  # noqa: BLE001 - ORT's InvalidArgument etc. are not importable types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DataError(f"batch of shape {batch.shape} was refused by the model ({first[:200]})") from None
+
+    def embedded_manifest(self) -> Optional[str]:
+        """The manifest JSON in the model's ``metadata_props``, as ONNX Runtime reports it (no ``onnx`` package)."""
+        from edgecnn.manifest import EMBEDDED_KEY  # noqa: PLC0415
+
+        try:
+            return self._session.get_modelmeta().custom_metadata_map.get(EMBEDDED_KEY)
+        except Exception:  # noqa: BLE001 - ORT's own error types; no metadata is the answer then
+            return None
 
     def describe(self) -> dict[str, Any]:
         return {"target": self.target, "runtime": "onnxruntime", "version": self.version, "providers": self.providers,

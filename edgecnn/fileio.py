@@ -5,12 +5,19 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
 from edgecnn.errors import OutputExistsError, OutputPathError
+
+
+def cache_dir() -> Path:
+    """Where edgecnn keeps what it can rebuild (trained models, probe results): $EDGECNN_CACHE, else
+    ~/.cache/edgecnn. Created on first use; entries are written atomically, so processes may share it."""
+    root = os.environ.get("EDGECNN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "edgecnn")
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def sha256_of(path: Path) -> str:
@@ -31,6 +38,8 @@ def check_writable_dir(directory: Path) -> None:
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        import tempfile  # noqa: PLC0415 - tempfile and shutil are kept off the device's start path
+
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".edgecnn-probe-"):
             pass
     except OSError as exc:
@@ -158,6 +167,8 @@ def write_json_atomic(final: Path, obj: object) -> None:
 
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
+        import shutil  # noqa: PLC0415
+
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists() or path.is_symlink():
         with contextlib.suppress(OSError):

@@ -18,6 +18,7 @@ from edgecnn.errors import ManifestError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+EMBEDDED_KEY = "edgecnn_manifest"  # the manifest's copy inside an artifact: TFLite metadata / ONNX metadata_props
 
 
 class ColorOrder(str, Enum):

@@ -51,8 +51,11 @@ def convert_color(image: np.ndarray, source: ColorOrder, target: ColorOrder) -> 
 
 
 def resize_image(image: np.ndarray, height: int, width: int, mode: ResizeMode,
-                 interpolation: Interpolation = Interpolation.LINEAR) -> np.ndarray:
-    """Resize (H, W, C) uint8 to (height, width, C), shrinking with ``interpolation`` (the training pipeline's)."""
+                 interpolation: Interpolation = Interpolation.LINEAR, out: np.ndarray | None = None) -> np.ndarray:
+    """Resize (H, W, C) uint8 to (height, width, C), shrinking with ``interpolation`` (the training pipeline's).
+
+    ``out``: a contiguous (height, width, C) uint8 array to write into (stretch and centre crop); the result is
+    ``out`` when it was used, else a new array (or ``image`` itself when it already has the size)."""
     h, w = image.shape[:2]
     if (h, w) == (height, width):
         return image
@@ -77,13 +80,21 @@ def resize_image(image: np.ndarray, height: int, width: int, mode: ResizeMode,
         y0, x0 = (height - new_h) // 2, (width - new_w) // 2
         canvas[y0:y0 + new_h, x0:x0 + new_w] = inner.reshape(new_h, new_w, channels)
         return canvas
+    if out is not None and out.shape == (height, width, channels) and channels in (3, 4):
+        written = _cv2_resize(cv2, image, height, width, interpolation, out)
+        if written is out:
+            return out
+        return written.reshape(height, width, channels)
     return _cv2_resize(cv2, image, height, width, interpolation).reshape(height, width, channels)
 
 
-def _cv2_resize(cv2, image: np.ndarray, height: int, width: int, interpolation: Interpolation) -> np.ndarray:
+def _cv2_resize(cv2, image: np.ndarray, height: int, width: int, interpolation: Interpolation,
+                out: np.ndarray | None = None) -> np.ndarray:
     h, w = image.shape[:2]
     shrink_area = Interpolation(interpolation) == Interpolation.AREA and (height < h or width < w)
     interp = cv2.INTER_AREA if shrink_area else cv2.INTER_LINEAR
+    if out is not None:
+        return cv2.resize(np.ascontiguousarray(image), (width, height), dst=out, interpolation=interp)
     return cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=interp)
 
 

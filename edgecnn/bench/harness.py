@@ -18,7 +18,7 @@ from edgecnn.bench import timing
 from edgecnn.bench.accuracy import AccuracyResult, align_labels
 from edgecnn.bench.envinfo import fingerprint
 from edgecnn.bench.jobs import Artifact, Job, collect_artifacts, parse_threads, plan_jobs
-from edgecnn.bench.macs import count_macs, gmacs_per_s
+from edgecnn.bench.macs import count_macs_noted, gmacs_per_s
 from edgecnn.bench.reference import ReferenceBook, evaluate_artifact
 from edgecnn.bench.result import SAMPLES_KEPT, BenchResult, BenchRow, Offline, Status
 from edgecnn.bench.stats import DEFAULT_BLOCKS, DEFAULT_UNSTABLE_CV, summarize
@@ -154,9 +154,13 @@ def _measure(job: Job, dataset: Optional[Dataset], book: ReferenceBook, options:
     check_model(art.path, probe=options.probe)  # the child-process probe is not part of the load time
     rss_before = timing.current_rss_mb()
     runner, load_ms = timing.time_once(
-        lambda: open_runner(art.path, job.target, RunnerOptions(threads=job.threads, probe=False)))
+        lambda: open_runner(art.path, job.target, RunnerOptions(threads=job.threads, probe=False, warm_up=True)))
     load_rss = timing.current_rss_mb() - rss_before
     with runner:
+        art = with_embedded_manifest(art, runner)
+        if art.manifest is not None and art.entry is None:
+            _check_data(art, dataset)
+            base = dataclasses.replace(base, model=art.model_name, notes=(art.note,))
         prep, labels, kind = model_io(art, runner)
         check_against_model(runner, prep, labels, art.manifest)  # a manifest for another model is refused
         classifier = Classifier(runner, prep, labels, kind, top_k=5, manifest=art.manifest)
@@ -176,13 +180,26 @@ def _measure(job: Job, dataset: Optional[Dataset], book: ReferenceBook, options:
             accuracy_cache[key] = evaluate_artifact(art, classifier, dataset, book) if dataset is not None else None
         accuracy = accuracy_cache[key]
         describe = runner.describe()
-    macs = count_macs(art.path)
+    macs, macs_note = count_macs_noted(art.path)  # never fails the row: latency first, MACs when they can be had
     status, reason = judge(accuracy, art, options)
     return dataclasses.replace(
-        base, status=status, reason=reason, load_ms=load_ms, first_inference_ms=first_ms, invoke=invoke, step=step,
+        base, status=status, reason=reason, notes=base.notes + ((macs_note,) if macs_note else ()), load_ms=load_ms, first_inference_ms=first_ms, invoke=invoke, step=step,
         offline=offline, macs=macs, gmacs_per_s=gmacs_per_s(macs, invoke.p50), accuracy=accuracy,
         rss_mb=timing.current_rss_mb(), load_rss_mb=load_rss, peak_rss_mb=timing.peak_rss_mb(),
         runtime=describe, samples_ms=tuple(float(v) for v in _thin(invoke_ms)))
+
+
+def with_embedded_manifest(art: Artifact, runner: Any) -> Artifact:
+    """``art`` with the manifest embedded in the model file when no manifest.json describes it."""
+    if art.manifest is not None:
+        return art
+    from edgecnn.devices.classify import embedded_manifest  # noqa: PLC0415
+
+    manifest = embedded_manifest(runner)
+    if manifest is None:
+        return art
+    return dataclasses.replace(art, manifest=manifest, note="manifest read from the model file itself (no "
+                               "manifest.json beside it): preprocessing and labels from it, no hash check")
 
 
 def model_io(art: Artifact, runner: Any) -> tuple[Preprocessing, tuple[str, ...], OutputKind]:

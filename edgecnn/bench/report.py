@@ -120,6 +120,7 @@ def _detail_lines(raw: dict[str, Any]) -> list[str]:
     for row in raw["rows"]:
         if row["status"] != "ok":
             lines.append(f"- **{row['status']}** {row_label(row)}: {row['reason']}")
+        lines += [f"- {row_label(row)}: {note}" for note in row.get("notes", [])]
         acc = row.get("accuracy") or {}
         worst = acc.get("worst_classes") or []
         if worst:
@@ -141,12 +142,7 @@ def to_html(raw: dict[str, Any]) -> str:
     summary = "".join(f"<li>{html.escape(line.lstrip('- '))}</li>" for line in _summary_lines(raw))
     details = "".join(f"<li>{html.escape(line.lstrip('- '))}</li>" if line.startswith("- ")
                       else f"</ul><p>{html.escape(line)}</p><ul>" for line in _detail_lines(raw) if line.strip())
-    plots = [("Raw-inference latency distribution per row", plot_latency(raw)),
-             ("Accuracy against latency", plot_accuracy(raw))]
-    figures = "".join(
-        f"<figure><img class='plot' alt='{html.escape(title)}' src='data:image/png;base64,{png}'>"
-        f"<figcaption>{html.escape(title)}</figcaption></figure>" if png else
-        f"<p class='noplot'>{html.escape(title)}: no data to plot</p>" for title, png in plots)
+    figures = _figures(raw)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>edgecnn bench</title>
 <style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse;font-size:13px}}
@@ -162,6 +158,21 @@ Command: <code>{html.escape(str(raw.get('command', '')))}</code></p>
 {figures}
 </body></html>
 """
+
+
+def _figures(raw: dict[str, Any]) -> str:
+    """The plots as inline PNGs; on a device without matplotlib, a line saying so (the tables are complete)."""
+    from edgecnn.errors import RuntimeMissingError  # noqa: PLC0415
+
+    try:
+        plots = [("Raw-inference latency distribution per row", plot_latency(raw)),
+                 ("Accuracy against latency", plot_accuracy(raw))]
+    except RuntimeMissingError as exc:
+        return f"<p class='noplot'>No plots: {html.escape(exc.one_line())}.</p>"
+    return "".join(
+        f"<figure><img class='plot' alt='{html.escape(title)}' src='data:image/png;base64,{png}'>"
+        f"<figcaption>{html.escape(title)}</figcaption></figure>" if png else
+        f"<p class='noplot'>{html.escape(title)}: no data to plot</p>" for title, png in plots)
 
 
 def _matplotlib():

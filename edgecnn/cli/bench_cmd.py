@@ -106,6 +106,9 @@ def _show(raw: dict, paths: dict, as_json: bool) -> None:
         if row["status"] != "ok":
             console_err.print(f"[bold]{row['status']}[/] {row_label(row)}: {row['reason']}", highlight=False,
                               soft_wrap=True)
+    for row in raw["rows"]:
+        for note in row.get("notes", []):
+            console_err.print(f"note: {row_label(row)}: {note}", highlight=False, soft_wrap=True)
     for note in raw.get("notes", []):
         console_err.print(f"note: {note}", highlight=False, soft_wrap=True)
     console.print("results: " + ", ".join(str(p) for p in paths.values()), highlight=False, soft_wrap=True)

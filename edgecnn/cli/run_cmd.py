@@ -10,7 +10,7 @@ from typing import Optional
 
 import click
 
-from edgecnn.cli.app import app, console, console_err
+from edgecnn.cli.app import app
 from edgecnn.errors import UsageError
 
 
@@ -107,21 +107,18 @@ def run_command(model: Path, device: str, source: str, threads: Optional[int], t
         max_frames=max_frames, duration=duration, jsonl=jsonl, record=record, force=force, realtime=realtime,
         loop=loop, serve=serve, display=Display.AUTO if show is None else (Display.SHOW if show else Display.HIDE),
         print_every=0 if quiet else 1.0, width=width, height=height)
-    # With --jsonl - stdout carries the JSON lines only; everything else goes to stderr.
-    out = console_err if jsonl == "-" else console
-    summary = run(model, device, source, options, printer=lambda line: out.print(line, highlight=False, markup=False))
-    print_summary(summary, out)
+    # With --jsonl - stdout carries the JSON lines only; everything else goes to stderr. Plain lines, not rich:
+    # importing rich would add about a third to the time to the first result (benchmarks/results/startup.md).
+    to_err = jsonl == "-"
+    summary = run(model, device, source, options, printer=lambda line: click.echo(line, err=to_err))
+    click.echo(format_summary(summary), err=to_err)
     return 0
 
 
-def print_summary(summary, out) -> None:
-    from rich.table import Table  # noqa: PLC0415
-
+def format_summary(summary) -> str:
+    """The run's summary as aligned "name  value" lines under a title (fits 80 columns but for long paths)."""
     from edgecnn.devices.live import summary_rows  # noqa: PLC0415
 
-    table = Table(title="edgecnn run", show_header=False, title_justify="left")
-    table.add_column("what", style="bold")
-    table.add_column("value")
-    for name, value in summary_rows(summary):
-        table.add_row(name, value)
-    out.print(table)
+    rows = summary_rows(summary)
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(["edgecnn run"] + [f"  {name:<{width}}  {value}" for name, value in rows])

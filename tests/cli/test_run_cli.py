@@ -157,3 +157,39 @@ def test_unknown_device_is_named_before_the_source_is_opened(capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert "unknown device 'gpuu'" in err and "did you mean 'gpu'" in err and "Traceback" not in err
+
+
+def test_run_starts_without_rich_or_the_other_commands(int8, tmp_path):
+    """The start path stays lean (benchmarks/startup.py): rich, TensorFlow, onnx, difflib made unimportable,
+    and the other commands' modules never loaded."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    image = tmp_path / "digit.png"
+    frames, _ = digit_frames(1, size=64)
+    cv2.imwrite(str(image), frames[0])
+    noimport = Path(__file__).parents[1] / "devices" / "noimport.py"
+    code = (f"import sys\nfrom edgecnn.cli import main\n"
+            f"code = main(['run', {str(int8)!r}, '--source', {str(image)!r}, '--no-show'])\n"
+            "loaded = sorted(m for m in sys.modules if m.startswith('edgecnn.cli.') and m not in "
+            "('edgecnn.cli.app', 'edgecnn.cli.run_cmd'))\n"
+            "print('LOADED', loaded)\nsys.exit(code)")
+    proc = subprocess.run([sys.executable, str(noimport), "rich,tensorflow,keras,onnx,difflib,matplotlib", "-c", code],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "NOIMPORT-OK" in proc.stderr, proc.stderr[-2000:]
+    assert "LOADED []" in proc.stdout
+    assert "edgecnn run" in proc.stdout and "ended by" in proc.stdout  # the summary, printed without rich
+
+
+def test_error_hints_keep_their_brackets(monkeypatch, capsys, int8):
+    """An error's hint goes through rich markup: "pip install 'edgecnn[onnx-cpu]'" must not lose "[onnx-cpu]"."""
+    import edgecnn.devices.live as live
+    from edgecnn.errors import RuntimeMissingError
+
+    def missing(*args, **kwargs):
+        raise RuntimeMissingError("ONNX Runtime is not installed", "pip install 'edgecnn[onnx-cpu]'")
+
+    monkeypatch.setattr(live, "run", missing)
+    assert main(["run", str(int8), "--source", "0"]) == 2
+    assert "pip install 'edgecnn[onnx-cpu]'" in capsys.readouterr().err
