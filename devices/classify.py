@@ -227,20 +227,22 @@ class Classifier:
             for channel in range(table.shape[0]):
                 np.take(table[channel], pixels[:, :, channel], out=target[0, :, :, channel], mode="clip")
 
-    def _fill_input(self, frame: np.ndarray, source_color: ColorOrder) -> bool:
+    def _fill_input(self, frame: np.ndarray, source_color: ColorOrder, pixels: Optional[np.ndarray]) -> bool:
         """Write the frame, prepared and encoded, straight into the runtime's own input tensor (no ``set_tensor``
-        copy); False when the runner offers no view of it. A colour frame for an 8-bit colour model is resized
-        into the tensor, its channels swapped and the table applied there in place: no intermediate image.
+        copy); False when the runner offers no view of it. ``pixels``: the prepared frame, or None for a colour
+        frame of an 8-bit colour model, which is resized into the tensor, its channels swapped and the table
+        applied there in place: no intermediate image.
 
-        The view dies when this returns, before the invoke: LiteRT refuses to run while one is alive."""
+        The view dies when this returns, before the invoke: LiteRT refuses to run while one is alive. Nothing
+        here can fail on a frame that prepare() accepted, so no traceback keeps the view alive either."""
         view = self.runner.input_view()
         if view is None or view.dtype != self._buffer.dtype or view.size != self._buffer.size:
             return False
         target = view.reshape(self._shape4)
-        if self._fused and _colour_frame(frame) and ColorOrder(source_color) != ColorOrder.GRAY:
+        if pixels is None:
             self._resize_encode(frame, ColorOrder(source_color), target.view(np.uint8)[0])
         else:
-            self._encode(self.prepare(frame, source_color), target)
+            self._encode(pixels, target)
         return True
 
     def _resize_encode(self, frame: np.ndarray, source_color: ColorOrder, dst: np.ndarray) -> None:
@@ -262,11 +264,13 @@ class Classifier:
     def classify(self, frame: np.ndarray, source_color: ColorOrder = ColorOrder.BGR) -> ClassifyResult:
         """Classify one raw frame (BGR from OpenCV by default); per-stage times in milliseconds."""
         t0 = time.perf_counter()
-        if self._fill_input(frame, source_color):
+        fused = self._fused and _colour_frame(frame) and ColorOrder(source_color) != ColorOrder.GRAY
+        pixels = None if fused else self.prepare(frame, source_color)  # a bad frame fails here, before any view
+        if self._fill_input(frame, source_color, pixels):
             t1 = time.perf_counter()
             raw = self.runner.invoke_in_place()
         else:
-            batch = self._encode_into_buffer(self.prepare(frame, source_color))
+            batch = self._encode_into_buffer(self.prepare(frame, source_color) if pixels is None else pixels)
             t1 = time.perf_counter()
             raw = self.runner.invoke(batch)
         t2 = time.perf_counter()

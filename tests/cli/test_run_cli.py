@@ -85,9 +85,27 @@ def test_summary_table_and_record(tmp_path, video, int8, capsys):
     assert decoded(record).shape[0] == 10
 
 
+def _without_embedded_manifest(source, target):
+    """A copy of ``source`` whose metadata no longer holds edgecnn's manifest (a model converted elsewhere)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from edgecnn.manifest import EMBEDDED_KEY
+
+    model = flatbuffer_utils.read_model(str(source))
+    model.metadata = [m for m in model.metadata or [] if m.name not in (EMBEDDED_KEY, EMBEDDED_KEY.encode())]
+    flatbuffer_utils.write_model(model, str(target))
+    return target
+
+
 def test_model_without_manifest_needs_preprocessing_options(tmp_path, video, int8, capsys):
-    alone = tmp_path / "model.tflite"
-    shutil.copy(int8, alone)
+    lone = tmp_path / "lone" / int8.name
+    lone.parent.mkdir()
+    shutil.copy(int8, lone)  # alone, but carrying the manifest convert embedded in it: that is enough
+    lone_out = tmp_path / "lone.jsonl"
+    assert main(["run", str(lone), "--source", str(video), "--max-frames", "30", "--jsonl", str(lone_out),
+                 "--no-show", "-q"]) == 0
+    capsys.readouterr()
+    alone = _without_embedded_manifest(int8, tmp_path / "model.tflite")
     assert main(["run", str(alone), "--source", str(video), "--max-frames", "3", "--no-show"]) == 2
     err = capsys.readouterr().err
     assert "manifest" in err and len(err.strip().splitlines()) == 1
@@ -102,6 +120,7 @@ def test_model_without_manifest_needs_preprocessing_options(tmp_path, video, int
     assert main(["run", str(int8), "--source", str(video), "--max-frames", "30", "--jsonl", str(with_manifest),
                  "--no-show", "-q"]) == 0
     assert np.array_equal(jsonl_top1(out), jsonl_top1(with_manifest))  # same preprocessing, given by hand
+    assert np.array_equal(jsonl_top1(lone_out), jsonl_top1(with_manifest))  # the embedded manifest's
 
 
 @pytest.mark.parametrize("args,message", [

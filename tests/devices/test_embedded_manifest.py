@@ -67,7 +67,7 @@ def test_an_artifact_copied_alone_runs_with_its_labels_and_preprocessing(mnist_c
         assert lone.output_kind == beside.output_kind
         lone_scores = lone.classify_images(images, ColorOrder.GRAY)
         np.testing.assert_array_equal(lone_scores, beside.classify_images(images, ColorOrder.GRAY))
-        frame = np.ascontiguousarray(np.repeat(images[0][:, :, None], 3, axis=2))
+        frame = np.ascontiguousarray(np.repeat(images[0], 3, axis=2))  # a grey digit as a BGR frame
         assert lone.classify(frame).best == beside.classify(frame).best
     assert (np.argmax(lone_scores, axis=1) == labels).mean() >= 0.9
 

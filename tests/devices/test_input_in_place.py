@@ -10,6 +10,7 @@ import pytest
 
 from edgecnn.devices.base import RunnerOptions
 from edgecnn.devices.classify import Classifier
+from edgecnn.errors import DataError
 from edgecnn.manifest import ColorOrder, Interpolation, Preprocessing, ResizeMode
 
 SIDE = 16
@@ -85,6 +86,9 @@ def test_no_view_outlives_a_frame(colour_models):
         clf.runner._interpreter.allocate_tensors()  # noqa: SLF001 - raises while a numpy view of a tensor lives
         batch = np.stack([clf.prepare(frame)] * 3)
         assert clf.scores(batch).shape == (3, 5)  # the batch path (sample by sample) between frames
+        for bad in (np.zeros((10, 10, 3), np.float32), np.zeros((0, 5, 3), np.uint8), np.zeros((4, 4, 2), np.uint8)):
+            with pytest.raises(DataError):
+                clf.classify(bad)  # refused before any view of the tensor exists
         again = clf.classify(frame)
         assert [p.index for p in again.top] == [p.index for p in first.top]
         assert again.top[0].score == pytest.approx(first.top[0].score)
