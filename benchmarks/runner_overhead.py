@@ -1,9 +1,12 @@
 """Runner overhead: what the Classifier adds around LiteRT's invoke() for MobileNetV2 int8 at 224x224.
 
-Overhead = preprocessing a 640x480 BGR frame (resize, colour, the int8 lookup table) + set/get tensors +
+Overhead = preprocessing a 640x480 BGR frame (resize, colour, the int8 lookup table) + get tensor +
 postprocessing (dequantize, top-5), relative to the raw single-thread ``invoke()`` of the same interpreter
-configuration (XNNPACK on, 1 thread). Goal: <= 15 %. Raw and full rounds are interleaved so that load from
-other processes on the machine hits both alike; medians are reported.
+configuration (XNNPACK on, 1 thread). Goals: <= 15 %, and <= 5 % without the frame resize. The frame is
+encoded straight into LiteRT's input tensor; the same Classifier with the runner's tensor view withheld
+(encode into its own buffer, then ``set_tensor`` copies it: the path before) is measured in the same rounds.
+Raw and full rounds are interleaved so that load from other processes on the machine hits all alike;
+medians are reported.
 
 The MobileNetV2 (keras.applications, weights=None) int8 model is converted here with TFLiteConverter and a
 small random representative set, and cached in the edgecnn cache dir.
@@ -27,6 +30,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 RESULTS = Path(__file__).resolve().parent / "results"
 GOAL = 0.15
+GOAL_WITHOUT_RESIZE = 0.05
 
 
 def mobilenet_int8() -> Path:
@@ -74,6 +78,8 @@ def measure(model: Path, iterations: int, rounds: int, mode: str) -> dict:
                          interpolation=Interpolation(interpolation or "linear"), scale=1 / 127.5,
                          mean=(1.0,), std=(1.0,))
     classifier = Classifier.open(model, "cpu", RunnerOptions(threads=1), prep=prep, top_k=5)
+    copying = Classifier.open(model, "cpu", RunnerOptions(threads=1), prep=prep, top_k=5)
+    copying.runner.input_view = lambda: None  # the runner offers no view: encode into a buffer, then set_tensor
     raw = make_interpreter(model, threads=1, use_xnnpack=True)
     detail = raw.get_input_details()[0]
     raw.set_tensor(detail["index"], np.zeros(detail["shape"], dtype=detail["dtype"]))
@@ -81,13 +87,14 @@ def measure(model: Path, iterations: int, rounds: int, mode: str) -> dict:
     for _ in range(10):  # warm-up: caches, XNNPACK packing
         raw.invoke()
         classifier.classify(frame)
+        copying.classify(frame)
     from edgecnn.preprocess import resize_image
 
-    raw_ms, full_ms, raw_cpu, full_cpu, resize_cpu = [], [], [], [], []
+    raw_ms, full_ms, raw_cpu, full_cpu, resize_cpu, copy_cpu = [], [], [], [], [], []
     stages = {"preprocess": [], "inference": [], "postprocess": []}
     per_round = max(1, iterations // rounds)
     with Progress(transient=True) as progress:
-        task = progress.add_task(f"raw invoke() vs classify(frame), resize={resize}", total=per_round * rounds * 2)
+        task = progress.add_task(f"raw invoke() vs classify(frame), resize={resize}", total=per_round * rounds * 3)
         for _ in range(rounds):
             for _ in range(per_round):
                 c0, t0 = time.process_time(), time.perf_counter()
@@ -103,11 +110,17 @@ def measure(model: Path, iterations: int, rounds: int, mode: str) -> dict:
                 for stage in stages:
                     stages[stage].append(getattr(result.times, f"{stage}_ms"))
                 progress.advance(task)
+            for _ in range(per_round):
+                c0 = time.process_time()
+                copying.classify(frame)
+                copy_cpu.append((time.process_time() - c0) * 1e3)
+                progress.advance(task)
             for _ in range(max(1, per_round // 4)):  # the shared preprocessing's frame resize alone
                 c0 = time.process_time()
                 resize_image(frame, prep.height, prep.width, prep.resize, prep.interpolation)
                 resize_cpu.append((time.process_time() - c0) * 1e3)
     classifier.close()
+    copying.close()
     med = statistics.median
     stage_medians = {k: med(v) for k, v in stages.items()}
     return {
@@ -122,7 +135,10 @@ def measure(model: Path, iterations: int, rounds: int, mode: str) -> dict:
         "overhead_fraction": round((med(full_cpu) - med(raw_cpu)) / med(raw_cpu), 4),
         "resize_cpu_ms_median": round(med(resize_cpu), 3),
         "overhead_without_resize_fraction": round((med(full_cpu) - med(raw_cpu) - med(resize_cpu)) / med(raw_cpu), 4),
-        "goal_fraction": GOAL,
+        "copying_classify_cpu_ms_median": round(med(copy_cpu), 3),
+        "copying_overhead_without_resize_fraction": round((med(copy_cpu) - med(raw_cpu) - med(resize_cpu))
+                                                          / med(raw_cpu), 4),
+        "goal_fraction": GOAL, "goal_without_resize_fraction": GOAL_WITHOUT_RESIZE,
         "load_average_1min": round(os.getloadavg()[0], 2),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared with other processes)",
         "python": platform.python_version(), "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -137,7 +153,13 @@ def rows_for(result: dict) -> list[tuple[str, str]]:
                                    f"({'meets' if ok else 'misses'} the <= {GOAL * 100:.0f} % goal)"),
             ("  of which the frame resize (shared preprocessing, cv2): CPU time",
              f"{result['resize_cpu_ms_median']:.2f} ms"),
-            ("overhead without the frame resize, CPU time", f"{result['overhead_without_resize_fraction'] * 100:.1f} %"),
+            ("overhead without the frame resize, CPU time",
+             f"{result['overhead_without_resize_fraction'] * 100:.1f} % ("
+             f"{'meets' if result['overhead_without_resize_fraction'] <= GOAL_WITHOUT_RESIZE else 'misses'} the "
+             f"<= {GOAL_WITHOUT_RESIZE * 100:.0f} % goal)"),
+            ("  the same through a buffer and set_tensor (the path before), CPU time",
+             f"{result['copying_overhead_without_resize_fraction'] * 100:.1f} % "
+             f"(classify {result['copying_classify_cpu_ms_median']:.2f} ms)"),
             ("raw invoke(), 1 thread: wall", f"{result['raw_invoke_ms_median']:.2f} ms"),
             ("classify(frame) total: wall", f"{result['classify_ms_median']:.2f} ms"),
             ("  preprocess (640x480 -> 224x224 int8): wall", f"{result['stage_ms_median']['preprocess']:.2f} ms"),
@@ -146,6 +168,15 @@ def rows_for(result: dict) -> list[tuple[str, str]]:
             ("overhead, wall", f"{result['overhead_ms']:.2f} ms = {result['overhead_fraction_wall'] * 100:.1f} %"),
             ("1-minute load average during the run", f"{result['load_average_1min']}")]
     return rows
+
+
+NOTE = """Notes: the frame is shrunk with the manifest's `interpolation`, bilinear by default (what Keras itself
+resizes with: `image_dataset_from_directory`, the `Resizing` layer, `tf.image.resize`, none of which antialias by
+default); `edgecnn convert --interpolation area` keeps OpenCV's INTER_AREA for pipelines trained that way, at about
+1 ms more per 640x480 frame. "Without the frame resize" subtracts the resize's CPU time measured alone, with the
+frame in cache; inside the pipeline the frame and the numpy code after `invoke()` are read back from memory (the
+model's weights evicted them), which is counted as overhead, and grows with the machine's load (a shared
+machine's other processes evict the cache too): compare figures taken at similar load averages."""
 
 
 def write_results(results: list[dict]) -> None:
@@ -167,6 +198,7 @@ def write_results(results: list[dict]) -> None:
     all_rows = [rows_for(r) for r in results]
     for i, (name, _) in enumerate(all_rows[0]):
         md.append(f"| {name.strip()} | " + " | ".join(rows[i][1] for rows in all_rows) + " |")
+    md += ["", NOTE]
     (RESULTS / "runner_overhead.md").write_text("\n".join(md) + "\n")
     table = Table(title="Runner overhead, MobileNetV2 int8 224x224")
     table.add_column("measure")
@@ -187,7 +219,9 @@ def main() -> int:
     model = mobilenet_int8()
     results = [measure(model, args.iterations, args.rounds, resize) for resize in args.resize.split(",")]
     write_results(results)
-    return 0 if all(r["overhead_fraction"] <= GOAL for r in results) else 1
+    met = all(r["overhead_fraction"] <= GOAL for r in results) and \
+        results[0]["overhead_without_resize_fraction"] <= GOAL_WITHOUT_RESIZE
+    return 0 if met else 1
 
 
 if __name__ == "__main__":

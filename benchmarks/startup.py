@@ -2,8 +2,9 @@
 
 MobileNetV2 int8 (the cached model of runner_overhead.py, static batch 1) deployed as a device gets it: the
 .tflite with its manifest.json beside it (SHA-256 recorded, so the hash check runs). Both commands run in the
-same Python environment, by default a fresh device venv (the project's wheel with only the `device` extra,
-tests/device_env.py): no TensorFlow, no editable-install hooks, compiled bytecode, as on a Pi. Measured:
+same Python environment, by default a fresh device venv (the project's wheel with only the `device` and
+`onnx-cpu` extras, tests/device_env.py, the one the device-install test uses): no TensorFlow, no editable-install
+hooks, compiled bytecode, as on a Pi. Measured:
 
 - plain: the 8-line LiteRT script below (load, allocate, read and resize the image, quantize, invoke, argmax);
 - edgecnn: `edgecnn run MODEL --source IMAGE --threads 1 --jsonl -` with the model's probe already recorded
@@ -152,7 +153,7 @@ def write(result: dict, command: str) -> None:
         f"{result['load_average_1min']}. {result['rounds']} rounds, each running every variant once as a whole "
         "process (order rotated per round); wall time from start to exit; medians. Model: "
         f"{result['model']}; image: {result['image']}. Environment: `{result['python']}` (a fresh venv with the "
-        "project's wheel and only the `device` extra, as tests/device_env.py builds it).", "",
+        "project's wheel and only the `device` and `onnx-cpu` extras, as tests/device_env.py builds it).", "",
         f"Command: `{command}`", "",
         "| variant | median wall time | ratio to plain (of medians) | median of per-round ratios |",
         "|---|---|---|---|",
@@ -185,7 +186,7 @@ def main() -> int:
         sys.path.insert(0, str(ROOT / "tests"))
         from device_env import device_venv
 
-        python = device_venv(extras=("device",))
+        python = device_venv()
     result = measure(Path(python), args.rounds)
     write(result, "python benchmarks/startup.py" + (f" --rounds {args.rounds}" if args.rounds != 15 else ""))
     return 0 if result["ratio_of_medians"] <= GOAL else 1
