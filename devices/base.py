@@ -18,6 +18,8 @@ from edgecnn.manifest import TensorSpec
 
 @dataclass(frozen=True)
 class RunnerOptions:
+    """How a runner loads and runs a model (threads, accelerator, probe, warm-up)."""
+
     threads: Optional[int] = None         # None: the machine's cores
     device: Optional[str] = None          # Edge TPU selector ("usb:0", "pci:0"), CUDA device id for gpu
     allow_cpu_fallback: bool = False      # gpu/edgetpu: run anyway when the accelerator is not really used

@@ -34,6 +34,8 @@ NO_PREPROCESSING_HINT = ("pass --manifest PATH, or the preprocessing options --s
 
 @dataclass(frozen=True)
 class Prediction:
+    """One class of a result: index into the labels, label, score (probability, 0..1)."""
+
     index: int
     label: str
     score: float
@@ -41,6 +43,8 @@ class Prediction:
 
 @dataclass(frozen=True)
 class StageTimes:
+    """Milliseconds spent per stage on one frame (perf_counter)."""
+
     preprocess_ms: float
     inference_ms: float
     postprocess_ms: float
@@ -52,6 +56,8 @@ class StageTimes:
 
 @dataclass(frozen=True)
 class ClassifyResult:
+    """The top-k predictions of one frame, best first, and the stage times."""
+
     top: tuple[Prediction, ...]  # best first
     times: StageTimes
 

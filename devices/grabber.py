@@ -26,6 +26,8 @@ from edgecnn.errors import EdgecnnError, SourceError
 
 @dataclass(frozen=True)
 class GrabberOptions:
+    """How frames are captured: lossless or newest-only, pacing, stall and reopen timing."""
+
     lossless: bool = False          # hand every frame: capture waits for inference (files without pacing)
     lossless_depth: int = 3         # lossless only: frames decoded ahead, to absorb scheduling jitter
     realtime: bool = False          # pace a source at its nominal FPS (a file played like a camera)
@@ -37,6 +39,8 @@ class GrabberOptions:
 
 @dataclass(frozen=True)
 class Frame:
+    """One captured frame and when it was captured."""
+
     image: np.ndarray  # BGR uint8 (H, W, 3)
     seq: int           # 1-based capture count over the whole run
     timestamp: float   # wall-clock time of capture (time.time())

@@ -43,6 +43,8 @@ class EndReason(str, Enum):
 
 @dataclass(frozen=True)
 class RunOptions:
+    """How `edgecnn run` runs: outputs, bounds, source pacing, viewer (see the CLI options of the same names)."""
+
     top_k: int = 5
     runner: RunnerOptions = field(default_factory=RunnerOptions)
     prep: Optional[Preprocessing] = None        # for a model without a manifest
@@ -74,6 +76,8 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class RunSummary:
+    """What a run did: frames, seconds, FPS, capture counts, why it ended, p50/p90 ms per stage."""
+
     frames: int
     seconds: float
     fps: float

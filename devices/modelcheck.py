@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import stat
 import sys
 from dataclasses import dataclass
@@ -232,7 +231,8 @@ def probe_in_child(path: Path, fmt: ModelFormat, timeout_s: float = PROBE_TIMEOU
     """Load ``path`` in a child Python; a crash, hang or load error there becomes a ModelLoadError here.
 
     The child loads the file only if its SHA-256 is ``digest`` (when given): the verdict is about those bytes."""
-    import subprocess  # noqa: PLC0415 - only when a file is probed, not on a start that knows it
+    import signal  # noqa: PLC0415 - only when a file is probed, not on a start that knows it
+    import subprocess  # noqa: PLC0415
 
     digest = digest or _digest(path)
     key = (digest, fmt.value)
@@ -311,6 +311,8 @@ def _probe_onnx(path: Path, data: bytes) -> dict:
 
 
 def _inject_fault() -> None:
+    import signal  # noqa: PLC0415
+
     fault = os.environ.get(FAULT_ENV, "")
     if fault == "segv":
         os.kill(os.getpid(), signal.SIGSEGV)

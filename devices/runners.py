@@ -22,6 +22,8 @@ from edgecnn.registry import lookup
 
 @dataclass(frozen=True)
 class Target:
+    """One device target: the model format it runs and the runner that opens it."""
+
     name: str
     format: ModelFormat  # the model format this target runs
     module: str  # devices module holding ``open_<kind>`` (imported only when the target is used)

@@ -19,8 +19,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from edgecnn.data import IMAGE_SUFFIXES
 from edgecnn.errors import RuntimeMissingError, SourceError
+from edgecnn.fileio import IMAGE_SUFFIXES
 
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 PICAMERA_NAMES = ("picamera2", "picam", "picamera")
@@ -42,6 +42,8 @@ class SourceKind(str, Enum):
 
 @dataclass(frozen=True)
 class SourceSpec:
+    """A parsed --source: its kind, target and capture requests."""
+
     kind: SourceKind
     target: str                          # the index, device path, file, folder or URL
     width: Optional[int] = None          # requested capture size for cameras (None: the driver's default)

@@ -10,6 +10,9 @@ from typing import Iterator
 
 from edgecnn.errors import OutputExistsError, OutputPathError
 
+# File suffixes read as images (by OpenCV), for data folders and `edgecnn run --source`.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
+
 
 def cache_dir() -> Path:
     """Where edgecnn keeps what it can rebuild (trained models, probe results): $EDGECNN_CACHE, else
