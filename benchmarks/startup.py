@@ -171,8 +171,8 @@ def write(result: dict, command: str) -> None:
         "|---|---|---|---|---|",
         f"| plain LiteRT script (below) | {med['plain'] * 1e3:.0f} ms | 1 | 1 | {cpu['plain'] * 1e3:.0f} ms, 1 |",
         f"| `edgecnn run`, probe already recorded (every start after the first) | {med['edgecnn'] * 1e3:.0f} ms | "
-        f"**{result['ratio_of_medians']:.2f}×** ({'meets' if ok else 'misses'} the ≤ {GOAL}× goal) | "
-        f"{result['median_paired_ratio']:.2f}× | {cpu['edgecnn'] * 1e3:.0f} ms, {result['cpu_ratio_of_medians']:.2f}× |",
+        f"**{result['ratio_of_medians']:.3f}×** ({'meets' if ok else 'misses'} the ≤ {GOAL}× goal) | "
+        f"{result['median_paired_ratio']:.3f}× | {cpu['edgecnn'] * 1e3:.0f} ms, {result['cpu_ratio_of_medians']:.3f}× |",
         f"| `edgecnn run`, first start on this file (child-process probe runs) | {med['edgecnn_first'] * 1e3:.0f} ms"
         f" | {result['first_start_ratio_of_medians']:.2f}× | {result['first_start_median_paired_ratio']:.2f}× | "
         f"{cpu['edgecnn_first'] * 1e3:.0f} ms, {result['first_start_cpu_ratio_of_medians']:.2f}× |",
@@ -180,8 +180,9 @@ def write(result: dict, command: str) -> None:
         "time the processes used (from the kernel's accounting of finished children) is given too: it varies "
         "less with the load.", "", f"Top-1 index printed: {result['top1']} (the model has random weights; this only checks that every "
         "variant classified the image).", "",
-        "`edgecnn run` does more than the script: it checks the file (SHA-256 against the manifest, read once), "
-        "reads the manifest, warms the interpreter up, and prints a summary table. The probe child (a second "
+        "`edgecnn run` does more than the script: it parses its options (click), checks the file (read once, "
+        "SHA-256 compared with the manifest's), reads and checks the manifest, captures in a thread, writes a JSON "
+        "line and prints a summary. The probe child (a second "
         "process that loads and invokes an untrusted file, so that a crashing loader cannot take a long-running "
         "`edgecnn run --serve` down) runs once per file content and runtime: its pass is recorded under the cache "
         "dir by the file's SHA-256 (devices/probecache.py).", "",
