@@ -17,17 +17,20 @@ COMMAND_MODULES = {"convert": "edgecnn.cli.convert_cmd", "run": "edgecnn.cli.run
 
 
 class _LazyConsole:
-    """A rich Console, made at its first use."""
+    """A rich Console, made at its first use. It writes to the terminal also while a command sends
+    TensorFlow's output (descriptors 1 and 2) to its log file."""
 
-    def __init__(self, **options: Any) -> None:
-        self._options = options
+    def __init__(self, stderr: bool = False) -> None:
+        self._stderr = stderr
         self._console: Optional[Any] = None
 
     def __getattr__(self, name: str) -> Any:
         if self._console is None:
             from rich.console import Console  # noqa: PLC0415
 
-            self._console = Console(**self._options)
+            from edgecnn.native_log import TerminalStream  # noqa: PLC0415
+
+            self._console = Console(file=TerminalStream(stderr=self._stderr), stderr=self._stderr)
         return getattr(self._console, name)
 
 
