@@ -28,6 +28,9 @@ class RunnerOptions:
     # One invoke at load time, so a model that fails only when run fails there (LiteRT). None: only when the
     # bytes have not passed the probe, whose child invoked them with the same runtime.
     warm_up: Optional[bool] = None
+    # (height, width) for a model whose input height/width are dynamic (-1): the load-time warm-up runs at this
+    # size (from --size) instead of guessing 1; the dynamic axes after the batch take them in order.
+    input_hw: Optional[tuple[int, int]] = None
     extra: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
 
 
@@ -38,6 +41,7 @@ class Runner(abc.ABC):
     model_path: Path
     input: TensorSpec
     output: TensorSpec
+    outputs: tuple[TensorSpec, ...] = ()  # every output, ``output`` first (devices/model_info.py reads them)
     sha256: str = ""  # of the bytes that were checked and loaded (set by open_runner); "" when not known
 
     @abc.abstractmethod

@@ -13,6 +13,7 @@ the artifact existed, so it lists no artifacts and no SHA-256 of the file: with 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -22,15 +23,18 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from edgecnn.devices.base import Runner, RunnerOptions
-from edgecnn.errors import DataError, InputPathError, ManifestError
+from edgecnn.errors import DataError, InputPathError, ManifestError, UsageError
 from edgecnn.fileio import sha256_of
 from edgecnn.manifest import ColorOrder, Layout, Manifest, OutputKind, Preprocessing, TensorSpec, find_manifest
+from edgecnn.prepchoice import PrepChoice
 from edgecnn.preprocess import (InputEncoder, above, class_count, decode_scores, prepare_batch, prepare_pixels,
                                 resize_image, top_k)
 
 MAX_LABELS_BYTES = 4 * 1024 * 1024
-NO_PREPROCESSING_HINT = ("pass --manifest PATH, or the preprocessing options --size HxW [--color --resize --scale "
-                         "--mean --std] (in Python: Classifier.open(..., prep=Preprocessing(...)))")
+
+
+class NotAClassifierError(UsageError):
+    """The model is not a single-output image classifier (a detector, a segmenter): it cannot be classified with."""
 
 
 @dataclass(frozen=True)
@@ -135,14 +139,17 @@ def check_against_model(runner: Runner, prep: Preprocessing, labels: Sequence[st
     """Refuse (ManifestError) preprocessing/labels/manifest that do not describe the loaded model."""
     name = runner.model_path.name
     model_shape = tuple(runner.input.shape[1:])
-    if tuple(prep.input_shape()) != model_shape:
-        raise ManifestError(f"preprocessing produces {prep.input_shape()} but {name} takes {model_shape}",
-                            "use the manifest written with this model, or fix the preprocessing options")
+    produced = tuple(prep.input_shape())
+    if len(produced) != len(model_shape) or any(m >= 0 and m != p for m, p in zip(model_shape, produced)):
+        raise ManifestError(f"preprocessing produces {produced} but {name} takes {model_shape}",
+                            "use the manifest written with this model, or fix the preprocessing options"
+                            if manifest is not None else "fix the preprocessing options (--size, --color, --layout)")
     units = output_units(runner)
     classes = class_count(kind, units) if units else 0
     if classes > 0 and len(labels) != classes:
         raise ManifestError(f"{len(labels)} labels given but {name} has {classes} classes ({kind.value} head "
-                            f"of {units} output(s))", "use the manifest or labels file written with this model")
+                            f"of {units} output(s))", "use the manifest or labels file written with this model"
+                            if manifest is not None else f"give --labels FILE with {classes} lines, one per class")
     if manifest is None:
         return
     if tuple(manifest.input_shape) != model_shape:
@@ -183,10 +190,15 @@ class Classifier:
         self.manifest = manifest
         self.encoder = InputEncoder.build(prep, runner.input)
         self._uniform = self.encoder.table.shape[0] == 1 or not np.any(self.encoder.table != self.encoder.table[:1])
-        # One frame's input tensor, reused for every frame.
-        self._buffer = np.empty((1, prep.height, prep.width, prep.channels), dtype=self.encoder.table.dtype)
-        self._shape4 = self._buffer.shape
+        self.notices: tuple[str, ...] = ()  # what was assumed or read from a file without a manifest
+        self.precision = ""  # read from a file without a manifest (devices/model_info.py)
         layout = Layout(prep.layout)
+        # One frame's input tensor, reused for every frame; channels first for an NCHW model, so the table
+        # lookup writes each channel plane straight into it (no transposed copy per frame).
+        shape = (1, prep.channels, prep.height, prep.width) if layout == Layout.NCHW else \
+            (1, prep.height, prep.width, prep.channels)
+        self._buffer = np.empty(shape, dtype=self.encoder.table.dtype)
+        self._shape4 = self._buffer.shape
         self._batch_view = self._buffer
         if layout == Layout.FLAT:
             self._batch_view = self._buffer.reshape(1, -1)
@@ -200,10 +212,15 @@ class Classifier:
 
     @classmethod
     def open(cls, model_path: Path | str, target: str = "cpu", options: RunnerOptions = RunnerOptions(),
-             manifest: Union[Manifest, Path, str, None] = None, prep: Optional[Preprocessing] = None,
+             manifest: Union[Manifest, Path, str, None] = None, prep: Union[Preprocessing, PrepChoice, None] = None,
              labels: Union[Sequence[str], Path, str, None] = None, top_k: int = 5,
              output_kind: Optional[OutputKind] = None, threshold: float = 0.5) -> "Classifier":
-        """Load ``model_path`` on ``target`` with the sidecar manifest (or the given one / explicit ``prep``)."""
+        """Load ``model_path`` on ``target`` with the sidecar manifest (or the given one, or the one embedded in
+        the file); ``prep``: a Preprocessing used as it is, or a PrepChoice of options that override the
+        manifest's or, for a file without one, complete what the file says (devices/model_info.py). What was
+        assumed or read from the file is listed in ``notices``. Raises NotAClassifierError for a model that is
+        not a single-output classifier (a detector, a segmenter)."""
+        from edgecnn.devices.model_info import SUPPORTED, resolve_setup
         from edgecnn.devices.runners import open_runner
 
         model_path = Path(model_path)
@@ -211,19 +228,22 @@ class Classifier:
             raise InputPathError(f"model file {model_path} does not exist" if not model_path.exists()
                                  else f"{model_path} is not a model file", "give the path of a .tflite or .onnx artifact")
         loaded = _load_manifest(model_path, manifest)
+        size = prep.size if isinstance(prep, PrepChoice) else (
+            (prep.height, prep.width) if isinstance(prep, Preprocessing) else None)
+        if size is not None and options.input_hw is None:
+            options = dataclasses.replace(options, input_hw=tuple(size))
         runner = open_runner(model_path, target, options)
         try:
-            if loaded is None and prep is None:
+            if loaded is None and not isinstance(prep, Preprocessing):
                 loaded = embedded_manifest(runner)
-            if loaded is None and prep is None:
-                raise ManifestError(f"{model_path.name} has no manifest.json beside it, none embedded, and no "
-                                    "preprocessing was given", NO_PREPROCESSING_HINT)
-            prep = prep or loaded.preprocessing
-            prep.validate()
-            kind = OutputKind(output_kind or (loaded.output_kind if loaded else OutputKind.PROBABILITIES))
-            names = _labels(labels, loaded, runner, kind)
-            check_against_model(runner, prep, names, loaded, kind)
-            return cls(runner, prep, names, kind, top_k, loaded, threshold)
+            setup = resolve_setup(runner, loaded, prep, labels, output_kind)
+            if setup.problem:
+                raise NotAClassifierError(setup.problem, f"{SUPPORTED}; edgecnn bench still measures its latency")
+            check_against_model(runner, setup.prep, setup.labels, loaded, setup.kind)
+            classifier = cls(runner, setup.prep, setup.labels, setup.kind, top_k, loaded, threshold)
+            classifier.notices = setup.notices
+            classifier.precision = setup.info.precision if setup.info is not None else ""
+            return classifier
         except BaseException:
             runner.close()
             raise
@@ -237,7 +257,8 @@ class Classifier:
                 and ColorOrder(source_color) != ColorOrder.GRAY):
             # Resizing works per channel, so resizing first and swapping RGB<->BGR on the small image gives
             # the same bytes as prepare_pixels, without copying a reversed full-size frame (5 ms at 640x480).
-            small = resize_image(frame, self.prep.height, self.prep.width, self.prep.resize, self.prep.interpolation)
+            small = resize_image(frame, self.prep.height, self.prep.width, self.prep.resize, self.prep.interpolation,
+                                 pad_value=self.prep.pad_value)
             if ColorOrder(source_color) == self.prep.color:
                 return small
             return self._cv2.cvtColor(small, self._cv2.COLOR_BGR2RGB) if self._cv2 else small[:, :, ::-1]
@@ -282,7 +303,8 @@ class Classifier:
     def _resize_encode(self, frame: np.ndarray, source_color: ColorOrder, dst: np.ndarray) -> None:
         """= _encode(prepare(frame)) for a uint8 colour frame, computed in ``dst`` (H, W, 3) uint8 in place."""
         cv2, prep = self._cv2, self.prep
-        small = resize_image(frame, prep.height, prep.width, prep.resize, prep.interpolation, out=dst)
+        small = resize_image(frame, prep.height, prep.width, prep.resize, prep.interpolation, out=dst,
+                             pad_value=prep.pad_value)
         if source_color != prep.color:
             small = cv2.cvtColor(small, cv2.COLOR_BGR2RGB, dst=dst)
         if small is not dst:
@@ -292,8 +314,14 @@ class Classifier:
             dst[...] = written
 
     def _encode_into_buffer(self, pixels: np.ndarray) -> np.ndarray:
+        if self._channels_first:
+            table = self.encoder.table
+            for channel in range(self.prep.channels):
+                np.take(table[0 if self._uniform else channel], pixels[:, :, channel], out=self._buffer[0, channel],
+                        mode="clip")
+            return self._buffer
         self._encode(pixels, self._buffer)
-        return np.ascontiguousarray(self._buffer.transpose(0, 3, 1, 2)) if self._channels_first else self._batch_view
+        return self._batch_view
 
     def classify(self, frame: np.ndarray, source_color: ColorOrder = ColorOrder.BGR) -> ClassifyResult:
         """Classify one raw frame (BGR from OpenCV by default); per-stage times in milliseconds."""
@@ -371,15 +399,3 @@ def _optional_cv2() -> Any:
     except ImportError:
         return None
     return cv2
-
-
-def _labels(labels: Union[Sequence[str], Path, str, None], manifest: Optional[Manifest], runner: Runner,
-            kind: OutputKind) -> tuple[str, ...]:
-    if isinstance(labels, (str, Path)):
-        return read_labels(Path(labels))
-    if labels is not None:
-        return tuple(str(label) for label in labels)
-    if manifest is not None:
-        return tuple(manifest.labels)
-    units = output_units(runner)
-    return tuple(str(i) for i in range(class_count(kind, units) if units else 0))

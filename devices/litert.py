@@ -178,6 +178,7 @@ class LiteRTRunner(Runner):
                                  "edgecnn runs single-input classification models")
         self.input = tensor_spec(inputs[0])
         self.output = tensor_spec(outputs[0])
+        self.outputs = tuple(tensor_spec(o) for o in outputs)
         self._in_index = inputs[0]["index"]
         self._out_index = outputs[0]["index"]
         self._in_dtype = np.dtype(inputs[0]["dtype"])
@@ -194,7 +195,11 @@ class LiteRTRunner(Runner):
             self._interpreter.set_tensor(self._in_index, np.zeros(detail["shape"], dtype=self._in_dtype))
             self._interpreter.invoke()
         except (ValueError, RuntimeError, MemoryError) as exc:
-            raise self._load_error(exc) from None
+            error = self._load_error(exc)
+            if any(d < 0 for d in self.input.shape[1:]):
+                error = ModelLoadError(f"{error.message}; its input {self.input.shape} has a dynamic size",
+                                       "dynamic H/W: give --size HxW")
+            raise error from None
 
     def _load_error(self, exc: BaseException) -> ModelLoadError:
         first = " ".join(str(exc).split())[:300] or type(exc).__name__

@@ -22,6 +22,7 @@ from edgecnn.devices.stats import STAGES, LiveStats
 from edgecnn.errors import UsageError
 from edgecnn.fileio import refuse_overwrite
 from edgecnn.manifest import ColorOrder, OutputKind, Preprocessing
+from edgecnn.prepchoice import PrepChoice
 
 
 STATUS_INTERVAL_S = 0.1  # how often /status.json is refreshed
@@ -49,7 +50,7 @@ class RunOptions:
     threshold: float = 0.5                      # a multi-label head lists every class at or over this score
     output_kind: Optional[OutputKind] = None    # override the manifest's (or, without one, the default) head kind
     runner: RunnerOptions = field(default_factory=RunnerOptions)
-    prep: Optional[Preprocessing] = None        # for a model without a manifest
+    prep: Union[Preprocessing, PrepChoice, None] = None  # options over the manifest's, or for a file without one
     labels: Union[tuple[str, ...], str, None] = None  # names, or a labels file (one per line)
     manifest: Optional[str] = None              # default: manifest.json beside the model
     max_frames: Optional[int] = None
@@ -62,6 +63,7 @@ class RunOptions:
     serve: Optional[str] = None                 # "[HOST:]PORT" of the web viewer
     display: Display = Display.AUTO
     print_every: float = 1.0                    # seconds between printed result lines; <= 0 prints none
+    quiet: bool = False                         # no source notices either (the summary only)
     width: Optional[int] = None                 # camera capture size request
     height: Optional[int] = None
     stall_timeout: float = 5.0
@@ -131,6 +133,9 @@ def run(model: Path | str, device: str = "cpu", source: str = "0", options: RunO
     with contextlib.ExitStack() as stack:
         clf = classifier if classifier is not None else stack.enter_context(
             contextlib.closing(open_classifier(model, device, options)))
+        for notice in getattr(clf, "notices", ()):
+            if printer is not None:  # what was assumed about a file without a manifest: never silent
+                printer(f"note: {notice}")
         loop = _Loop(spec, options, clf, printer, on_frame, source_factory or open_source)
         return loop.run(stack)
 
@@ -203,8 +208,10 @@ class _Loop:
         top, stage_ms, over = unpack_result(result)
         ms = {"capture": frame.capture_ms, **stage_ms}
         self.stats.record(ms)
-        record = {"frame": self.index, "capture_seq": frame.seq, "timestamp": round(frame.timestamp, 6),
-                  "top_k": predictions_json(top)}
+        record = {"frame": self.index, "capture_seq": frame.seq, "timestamp": round(frame.timestamp, 6)}
+        if getattr(frame, "name", ""):
+            record["file"] = frame.name
+        record["top_k"] = predictions_json(top)
         if over is not None:
             record["over_threshold"] = predictions_json(over)
         record["ms"] = {k: round(v, 3) for k, v in ms.items()}
@@ -258,7 +265,8 @@ class _Loop:
                      f"dropped {grabber.dropped}")
 
     def _event(self, text: str) -> None:
-        if self.printer is not None:
+        viewer = text.startswith("web viewer")
+        if self.printer is not None and (viewer or not self.options.quiet):
             self.printer(f"source: {text}" if not text.startswith("web viewer") else text)
 
     def _summary(self, grabber: LatestFrameGrabber, ended_by: EndReason) -> RunSummary:

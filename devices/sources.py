@@ -92,6 +92,8 @@ def parse_source(text: str, width: Optional[int] = None, height: Optional[int] =
 class FrameSource(abc.ABC):
     """One opened source. ``read`` -> BGR uint8 frame, None at the end, or FrameReadError."""
 
+    name = ""  # the file the last frame was read from (folder and image sources), else ""
+
     def __init__(self, spec: SourceSpec) -> None:
         self.spec = spec
 
@@ -228,6 +230,7 @@ class ImageFilesSource(FrameSource):
             return None
         file = self._files[self._next]
         self._next += 1
+        self.name = file.name
         image = _cv2().imread(str(file), _cv2().IMREAD_UNCHANGED)
         if image is None:
             raise FrameReadError(f"cannot decode image {file}")

@@ -51,16 +51,25 @@ def convert_color(image: np.ndarray, source: ColorOrder, target: ColorOrder) -> 
 
 
 def resize_image(image: np.ndarray, height: int, width: int, mode: ResizeMode,
-                 interpolation: Interpolation = Interpolation.LINEAR, out: np.ndarray | None = None) -> np.ndarray:
+                 interpolation: Interpolation = Interpolation.LINEAR, out: np.ndarray | None = None,
+                 pad_value: int = 0) -> np.ndarray:
     """Resize (H, W, C) uint8 to (height, width, C), shrinking with ``interpolation`` (the training pipeline's).
 
     ``out``: a contiguous (height, width, C) uint8 array to write into (stretch and centre crop); the result is
-    ``out`` when it was used, else a new array (or ``image`` itself when it already has the size)."""
+    ``out`` when it was used, else a new array (or ``image`` itself when it already has the size).
+    ``pad_value``: the pixel value letterbox and pad_right fill the rest with."""
     h, w = image.shape[:2]
     if (h, w) == (height, width):
         return image
     cv2 = _cv2()
     channels = image.shape[2]
+    if mode == ResizeMode.PAD_RIGHT:
+        # PaddleOCR's resize_norm_img: width ceil(height * aspect), at most the input's width.
+        new_w = max(1, min(width, int(np.ceil(height * w / h))))
+        inner = _cv2_resize(cv2, image, height, new_w, interpolation)
+        canvas = np.full((height, width, channels), pad_value, dtype=image.dtype)
+        canvas[:, :new_w] = inner.reshape(height, new_w, channels)
+        return canvas
     if mode == ResizeMode.CENTER_CROP:
         target_ratio = width / height
         if w / h > target_ratio:
@@ -76,7 +85,7 @@ def resize_image(image: np.ndarray, height: int, width: int, mode: ResizeMode,
         ratio = min(height / h, width / w)
         new_h, new_w = max(1, round(h * ratio)), max(1, round(w * ratio))
         inner = _cv2_resize(cv2, image, new_h, new_w, interpolation)
-        canvas = np.zeros((height, width, channels), dtype=image.dtype)
+        canvas = np.full((height, width, channels), pad_value, dtype=image.dtype)
         y0, x0 = (height - new_h) // 2, (width - new_w) // 2
         canvas[y0:y0 + new_h, x0:x0 + new_w] = inner.reshape(new_h, new_w, channels)
         return canvas
@@ -106,7 +115,7 @@ def prepare_pixels(image: np.ndarray, prep: Preprocessing, source_color: ColorOr
     if image.size == 0:
         raise DataError("image is empty (0 pixels)")
     colored = convert_color(image, ColorOrder(source_color), prep.color)
-    return resize_image(colored, prep.height, prep.width, prep.resize, prep.interpolation)
+    return resize_image(colored, prep.height, prep.width, prep.resize, prep.interpolation, pad_value=prep.pad_value)
 
 
 def prepare_batch(images: Sequence[np.ndarray] | np.ndarray, prep: Preprocessing,

@@ -185,8 +185,10 @@ def worst_classes(correct: np.ndarray, ref_correct: np.ndarray, labels: np.ndarr
     return tuple(losses[:count])
 
 
-def align_labels(dataset: Dataset, model_labels: Sequence[str], model_classes: int) -> Dataset:
-    """Map the data's class names onto the model's label indices; refuse labels that cannot be this model's."""
+def align_labels(dataset: Dataset, model_labels: Sequence[str], model_classes: int,
+                 from_manifest: bool = True) -> Dataset:
+    """Map the data's class names onto the model's label indices; refuse labels that cannot be this model's.
+    ``from_manifest``: whether the labels are a manifest's (else --labels or the indices 0..N-1), for the hint."""
     if dataset.labels is None:
         return dataset
     names = dataset.class_names
@@ -195,7 +197,8 @@ def align_labels(dataset: Dataset, model_labels: Sequence[str], model_classes: i
         if missing:
             shown = ", ".join(missing[:3]) + ("..." if len(missing) > 3 else "")
             raise DataError(f"data {dataset.source} has classes ({shown}) that are not among the model's "
-                            f"{len(model_labels)} labels", "name the class folders after the manifest's labels")
+                            f"{len(model_labels)} labels", "name the class folders after the manifest's labels" if from_manifest
+                            else "give --labels FILE naming the model's classes in output order, one per line")
         index = np.asarray([list(model_labels).index(n) for n in names], dtype=np.int64)
         dataset = Dataset(dataset.images, index[dataset.labels], tuple(model_labels), dataset.source,
                           dataset.preprocessed)
