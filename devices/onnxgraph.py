@@ -93,11 +93,13 @@ def has_external_data(model: Any) -> bool:
     return any(init.data_location == EXTERNAL_DATA for init in model.graph.initializer)
 
 
-def value_shapes(model: Any, names: Iterable[str], providers: Optional[list[str]] = None) -> dict[str, tuple[int, ...]]:
+def value_shapes(model: Any, names: Iterable[str], providers: Optional[list[str]] = None,
+                 input_hw: Optional[tuple[int, int]] = None) -> dict[str, tuple[int, ...]]:
     """The shapes the named values take when ONNX Runtime runs ``model`` once on zeros with a batch of 1.
 
-    Raises ModelLoadError when an input has a dynamic dimension other than the batch (its size would be a
-    guess), RuntimeMissingError without ONNX Runtime."""
+    ``input_hw``: sizes for dynamic dimensions after the batch, in order (an image size given with --size).
+    Raises ModelLoadError when an input has another dynamic dimension than the batch and no size was given
+    (its size would be a guess), RuntimeMissingError without ONNX Runtime."""
     from edgecnn.devices.onnx_runtime import _ORT_TYPES, import_onnxruntime  # noqa: PLC0415
 
     ort = import_onnxruntime()
@@ -116,7 +118,7 @@ def value_shapes(model: Any, names: Iterable[str], providers: Optional[list[str]
     try:
         session = ort.InferenceSession(probe.SerializeToString(), sess_options=options,
                                        providers=providers or ["CPUExecutionProvider"])
-        feeds = {arg.name: _zeros(arg, _ORT_TYPES) for arg in session.get_inputs()}
+        feeds = {arg.name: _zeros(arg, _ORT_TYPES, input_hw) for arg in session.get_inputs()}
         names_out = [o.name for o in session.get_outputs()]
         values = session.run(names_out, feeds)
     except ModelLoadError:
@@ -129,13 +131,17 @@ def value_shapes(model: Any, names: Iterable[str], providers: Optional[list[str]
     return {name: shapes[name] for name in wanted if name in shapes}
 
 
-def _zeros(arg: Any, types: dict[str, str]) -> np.ndarray:
+def _zeros(arg: Any, types: dict[str, str], input_hw: Optional[tuple[int, int]] = None) -> np.ndarray:
     shape = list(arg.shape or ())
+    given = list(input_hw or ())
     for axis, dim in enumerate(shape):
         if not isinstance(dim, int) or dim < 0:
+            if axis != 0 and given:
+                shape[axis] = int(given.pop(0))
+                continue
             if axis != 0:
                 raise ModelLoadError(f"input {arg.name} has a dynamic dimension {axis} ({dim}); "
-                                     "its size, and so the work per inference, is not fixed")
+                                     "its size, and so the work per inference, is not fixed (dynamic H/W: give --size HxW)")
             shape[axis] = 1
     dtype = types.get(arg.type)
     if dtype is None:

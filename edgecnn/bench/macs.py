@@ -23,23 +23,24 @@ _TFLITE_CONVS = {"CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "CONV_3D"}
 _TFLITE_MATMULS = {"FULLY_CONNECTED", "BATCH_MATMUL"}
 
 
-def count_macs(model_path: Path) -> Optional[int]:
+def count_macs(model_path: Path, input_hw: Optional[tuple[int, int]] = None) -> Optional[int]:
     """MACs of one inference of a .tflite or .onnx file; None for another format.
 
     Raises ModelLoadError (with the reason) when the model's work cannot be counted, RuntimeMissingError
-    when the runtime that reads the format is not installed."""
+    when the runtime that reads the format is not installed. ``input_hw``: the (height, width) an ONNX model with
+    a dynamic image size is run at (the preprocessing's)."""
     suffix = Path(model_path).suffix.lower()
     if suffix in (".tflite", ".lite"):
         return count_tflite_macs(Path(model_path))
     if suffix == ".onnx":
-        return count_onnx_macs(Path(model_path))
+        return count_onnx_macs(Path(model_path), input_hw)
     return None
 
 
-def count_macs_noted(model_path: Path) -> tuple[Optional[int], str]:
+def count_macs_noted(model_path: Path, input_hw: Optional[tuple[int, int]] = None) -> tuple[Optional[int], str]:
     """(MACs, "") or (None, why not): the MAC count is a nice-to-have, so nothing here fails a benchmark row."""
     try:
-        return count_macs(model_path), ""
+        return count_macs(model_path, input_hw), ""
     except EdgecnnError as exc:
         return None, f"MACs not counted: {exc.one_line()}"
     except Exception as exc:  # noqa: BLE001 - a runtime's own error: no figure, with the reason
@@ -110,7 +111,7 @@ _ONNX_COUNTED = {"Conv", "ConvInteger", "QLinearConv", "ConvTranspose", "Gemm", 
                  "QLinearMatMul"}
 
 
-def count_onnx_macs(path: Path) -> int:
+def count_onnx_macs(path: Path, input_hw: Optional[tuple[int, int]] = None) -> int:
     """Walk the main graph with weight shapes from the file and activation shapes observed in ONNX Runtime
     (batch 1); QDQ graphs count their float Conv/MatMul like any other."""
     from edgecnn.devices.onnxgraph import has_external_data, initializer_shapes, parse_model, value_shapes  # noqa: PLC0415
@@ -125,7 +126,7 @@ def count_onnx_macs(path: Path) -> int:
     nodes = [node for node in model.graph.node if node.op_type in _ONNX_COUNTED]
     shapes = initializer_shapes(model)
     wanted = [name for node in nodes for name in (*node.input, *node.output) if name and name not in shapes]
-    shapes.update(value_shapes(model, wanted))
+    shapes.update(value_shapes(model, wanted, input_hw=input_hw))
     return int(sum(_onnx_node_macs(node, shapes) for node in nodes))
 
 

@@ -114,7 +114,8 @@ def evaluate_artifact(art: Artifact, classifier: Any, dataset: Dataset, book: Re
     runner = classifier.runner
     encoded = _encode(pixels, prep, runner.input)
     scores = predict(runner.invoke, encoded, runner.output, classifier.output_kind)
-    labelled = align_labels(dataset, classifier.labels, scores.shape[1]) if dataset.labels is not None else dataset
+    labelled = align_labels(dataset, classifier.labels, scores.shape[1], classifier.manifest is not None) \
+        if dataset.labels is not None else dataset
     try:
         ref = book.reference_for(art, prep, classifier.output_kind)
     except EdgecnnError as exc:  # a reference that cannot run: the artifact's own accuracy still counts
