@@ -104,16 +104,28 @@ def check_edgetpu(root: Path = Path("/")) -> list[Check]:
     from edgecnn.devices.edgetpu import INSTALL_HINT, library_loadable, library_name
     from edgecnn.errors import RuntimeMissingError
 
+    compiler = _edgetpu_compiler()
     try:
         library = library_name()
     except RuntimeMissingError as exc:
-        return [Check("Edge TPU library", Status.MISSING, exc.message, exc.hint)]
+        return [Check("Edge TPU library", Status.MISSING, exc.message, exc.hint), compiler]
     lib_ok = library_loadable(library)
     devices = _coral_usb(root) + [f"Coral PCIe/M.2 at {p}" for p in sorted(str(p) for p in (root / "dev").glob("apex_*"))]
     return [Check("Edge TPU library", Status.OK if lib_ok else Status.MISSING,
                   f"{library} {'found' if lib_ok else 'not found'}", "" if lib_ok else INSTALL_HINT),
             Check("Edge TPU devices", Status.OK if devices else Status.INFO, "; ".join(devices) or "none attached",
-                  "" if devices else "plug in a Coral USB Accelerator (or install the PCIe driver gasket-dkms)")]
+                  "" if devices else "plug in a Coral USB Accelerator (or install the PCIe driver gasket-dkms)"),
+            compiler]
+
+
+def _edgetpu_compiler() -> Check:
+    """Whether ``edgetpu_compiler`` is on PATH (only convert needs it, on an x86-64 Linux workstation)."""
+    import shutil  # noqa: PLC0415
+
+    found = shutil.which("edgetpu_compiler")
+    return Check("edgetpu_compiler", Status.OK if found else Status.INFO, found or "not on PATH",
+                 "" if found else "needed only to compile for the Edge TPU on a workstation: "
+                 "apt-get install edgetpu-compiler (Coral's apt repository, x86-64 Linux)")
 
 
 def check_onnxruntime() -> list[Check]:
