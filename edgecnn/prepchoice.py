@@ -64,8 +64,8 @@ class PrepChoice:
                                     f"{height}x{width} ({layout.value} input {shape})", "leave --size out: the file gives it")
             height, width = self.size
         if height is None or width is None:
-            raise UsageError(f"{name} has a dynamic input size {shape} (dynamic H/W): give --size HxW",
-                             "the size the model was trained at, e.g. --size 224x224")
+            raise UsageError(f"{name} takes input {shape} with a dynamic height and width",
+                             "dynamic H/W: give --size HxW, the size the model was trained at")
         guessed = []
         color = self.color
         if color is None:
