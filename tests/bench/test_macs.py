@@ -133,7 +133,7 @@ def test_a_mac_count_that_fails_never_fails_the_row(mnist_convert, monkeypatch):
     from edgecnn.bench import macs
     from edgecnn.bench.harness import BenchOptions, bench
 
-    def broken(path):
+    def broken(path, *rest):
         raise RuntimeError("a runtime refused to list the operations")
 
     monkeypatch.setattr(macs, "count_macs", broken)

@@ -72,11 +72,12 @@ def test_an_artifact_copied_alone_runs_with_its_labels_and_preprocessing(mnist_c
     assert (np.argmax(lone_scores, axis=1) == labels).mean() >= 0.9
 
 
-def test_a_file_with_no_manifest_anywhere_asks_for_preprocessing(device_models, tmp_path):
+def test_a_file_with_no_manifest_anywhere_is_read_and_the_guesses_named(device_models, tmp_path):
     alone = tmp_path / device_models.int8.name
     shutil.copy2(device_models.int8, alone)  # converted by hand in the fixture: nothing embedded
-    with pytest.raises(ManifestError, match="no manifest.json beside it, none embedded.*--size"):
-        Classifier.open(alone, "cpu")
+    with Classifier.open(alone, "cpu") as classifier:
+        assert classifier.manifest is None and classifier.prep.input_shape() == (28, 28, 1)
+        assert any("no manifest: preprocessing assumed" in n for n in classifier.notices)
 
 
 def test_an_embedded_manifest_that_is_not_json_is_refused(mnist_convert, tmp_path):

@@ -212,3 +212,27 @@ def test_bench_measures_the_text_classifier_with_the_options_given(tmp_path, cap
     assert row["preprocessing"] in captured.out  # beside the accuracy in the terminal too
     assert row["preprocessing"] in (out / "bench.md").read_text()
     assert row["preprocessing"] in (out / "bench.html").read_text()
+
+
+@pytest.mark.parametrize("name,target,precision,op", [("int8", "cpu", "int8", "SOFTMAX"), ("fp32", "cpu", "fp32", "SOFTMAX"),
+                                                       ("onnx", "onnx-cpu", "fp32", "Softmax")])
+def test_precision_and_final_op_read_from_the_file(device_models, name, target, precision, op):
+    from edgecnn.devices.base import RunnerOptions
+    from edgecnn.devices.model_info import read_model_io
+    from edgecnn.devices.runners import open_runner
+
+    with open_runner(getattr(device_models, name), target, RunnerOptions(threads=1)) as runner:
+        info = read_model_io(runner)
+    assert (info.precision, info.final_op, info.kind) == (precision, op, OutputKind.PROBABILITIES)
+    assert info.not_classifier() == ""
+
+
+def test_output_kind_from_probe_values():
+    from edgecnn.devices.model_info import kind_from_values
+    from edgecnn.preprocess import sigmoid, softmax
+
+    logits = np.random.default_rng(1).normal(0, 3, (4, 10))
+    assert kind_from_values(softmax(logits)) == OutputKind.PROBABILITIES
+    assert kind_from_values(sigmoid(logits)) == OutputKind.MULTILABEL_SIGMOID
+    assert kind_from_values(sigmoid(logits[:, :1])) == OutputKind.BINARY_SIGMOID
+    assert kind_from_values(logits) == OutputKind.LOGITS
