@@ -375,8 +375,11 @@ class Classifier:
         return self.scores(prepare_batch(images, self.prep, source_color))
 
     def describe(self) -> dict[str, Any]:
+        from edgecnn.prepchoice import describe_prep  # noqa: PLC0415
+
         return {**self.runner.describe(), "classes": len(self.labels), "top_k": self.top_k,
-                "manifest": self.manifest is not None, "output_kind": self.output_kind.value}
+                "manifest": self.manifest is not None, "output_kind": self.output_kind.value,
+                "preprocessing": describe_prep(self.prep)}
 
     def close(self) -> None:
         self.runner.close()

@@ -291,6 +291,8 @@ def summary_rows(summary: RunSummary) -> list[tuple[str, str]]:
     rows = [("source", summary.source), ("ended by", summary.ended_by.value), ("frames", str(summary.frames)),
             ("seconds", f"{summary.seconds:.2f}"), ("FPS", f"{summary.fps:.1f}"),
             ("dropped frames", str(summary.dropped)), ("source reopens", str(summary.reopens))]
+    if summary.runner.get("preprocessing"):  # how frames were fed (with the layout): a figure needs it
+        rows.append(("preprocessing", str(summary.runner["preprocessing"])))
     for stage, values in summary.ms.items():
         if values.get("p50") is not None:
             rows.append((f"{stage} ms p50 / p90", f"{values['p50']:.2f} / {values['p90']:.2f}"))
