@@ -107,8 +107,8 @@ def test_model_without_manifest_runs_on_what_the_file_says(tmp_path, video, int8
     capsys.readouterr()
     alone = _without_embedded_manifest(int8, tmp_path / "model.tflite")
     assert main(["run", str(alone), "--source", str(video), "--max-frames", "3", "--no-show", "-q"]) == 0
-    err = capsys.readouterr().err  # runs on what the file says, and says what it assumed (even with -q)
-    assert "note: model.tflite has no manifest: preprocessing assumed (scale 1/255" in err
+    captured = capsys.readouterr()  # runs on what the file says, and says what it assumed (even with -q)
+    assert "note: model.tflite has no manifest: preprocessing assumed (scale 1/255" in captured.out + captured.err
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]))
     out = tmp_path / "f.jsonl"
