@@ -18,7 +18,7 @@ import pytest
 
 from edgecnn.cli import main
 from edgecnn.devices.classify import Classifier, NotAClassifierError
-from edgecnn.errors import ManifestError, ModelLoadError, UsageError
+from edgecnn.errors import ManifestError, UsageError
 from edgecnn.manifest import ColorOrder, Layout, OutputKind, ResizeMode
 from edgecnn.prepchoice import PrepChoice
 
