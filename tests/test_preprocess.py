@@ -192,6 +192,19 @@ def test_top_k_is_sorted_best_first_with_ties_by_index(scores, k):
         assert s > t or (s == t and (i < j if len(scores) != 2 else i == 1))
 
 
+@settings(max_examples=150, deadline=None)
+@given(scores=hnp.arrays(np.float32, st.integers(1, 300),
+                         elements=st.sampled_from([0.0, 0.25, 0.5, 1.0, -3.0, float("nan")])),
+       k=st.integers(1, 12))
+def test_top_k_equals_the_full_ranking_with_ties_and_nans(scores, k):
+    # top_k finds the k best without sorting everything; it must pick exactly what ranking all of them picks,
+    # ties at the k-th place (quantized outputs tie often) and NaNs included.
+    from edgecnn.preprocess import ranking
+
+    expected = ranking(scores[None, :])[0][:max(1, min(k, len(scores)))]
+    assert [i for i, _ in top_k(scores, k)] == [int(i) for i in expected]
+
+
 @settings(max_examples=100, deadline=None)
 @given(logits=hnp.arrays(np.float32, st.tuples(st.integers(1, 4), st.integers(1, 12)),
                          elements=st.floats(-80, 80, width=32, **finite)))
