@@ -283,7 +283,7 @@ def _top_k_order(scores: np.ndarray, k: int) -> np.ndarray | None:
     candidates = np.flatnonzero(scores >= kth)
     if candidates.size < k:
         return None
-    return candidates[np.argsort(-scores[candidates], kind="stable")][:k]
+    return candidates[np.argsort(-scores[candidates].astype(np.float64), kind="stable")][:k]
 
 
 def above(scores: np.ndarray, threshold: float) -> list[tuple[int, float]]:

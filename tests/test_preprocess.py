@@ -186,7 +186,8 @@ def test_top_k_is_sorted_best_first_with_ties_by_index(scores, k):
     assert len(result) == max(1, min(k, len(scores)))
     values = [s for _, s in result]
     assert values == sorted(values, reverse=True)
-    assert result[0][1] == scores.max() and result[0][0] == int(np.argmax(scores))
+    two_class_tie = len(scores) == 2 and scores[0] == scores[1]  # decides for class 1 (the p >= 0.5 rule)
+    assert result[0][1] == scores.max() and result[0][0] == (1 if two_class_tie else int(np.argmax(scores)))
     for (i, s), (j, t) in zip(result, result[1:]):
         # Ties go to the lower index, except a two-class tie, which decides for class 1 (the p >= 0.5 rule).
         assert s > t or (s == t and (i < j if len(scores) != 2 else i == 1))
