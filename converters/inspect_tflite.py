@@ -53,10 +53,6 @@ def tflite_layer_errors(loaded: Any, samples: np.ndarray, options: InspectOption
     return rows, [f"QuantizationDebugger on {len(samples)} calibration samples, per-layer (NumericVerify)"]
 
 
-def calibrate(loaded: Any, samples: np.ndarray, per_channel: bool = True) -> Calibrated:
-    return run_debugger(loaded, samples, per_channel)[1]
-
-
 def run_debugger(loaded: Any, samples: np.ndarray, per_channel: bool = True) -> tuple[Any, Calibrated]:
     import tensorflow as tf  # noqa: PLC0415
 

@@ -19,7 +19,6 @@ from edgecnn.converters.formats import IoType
 from edgecnn.converters.steps import BuildJob, BuiltArtifact, ensure_savedmodel
 
 METADATA_NAME = "edgecnn_manifest"
-_IO_DTYPES = {IoType.INT8: "int8", IoType.UINT8: "uint8", IoType.FLOAT: "float32"}
 
 
 def build(job: BuildJob) -> BuiltArtifact:

@@ -7,7 +7,7 @@ in edgecnn.preprocess and devices/classify.py so that every target, and convert'
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -23,7 +23,6 @@ class RunnerOptions:
     allow_cpu_fallback: bool = False      # gpu/edgetpu: run anyway when the accelerator is not really used
     use_xnnpack: bool = True
     probe: bool = True                    # load untrusted model files in a child process first (devices/modelcheck.py)
-    extra: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
 
 
 class Runner(abc.ABC):
