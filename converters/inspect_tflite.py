@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgecnn.converters.steps import export_savedmodel
-from edgecnn.converters.tflite import tflite_signature
+from edgecnn.converters.tflite import int8_converter
 from edgecnn.converters.inspect import InspectOptions, LayerError, keras_layer_names, layer_of, tensor_metrics
 
 _NUMERIC_VERIFY = "NumericVerify"  # a custom op: its name as the interpreter reports it
@@ -62,11 +62,7 @@ def run_debugger(loaded: Any, samples: np.ndarray, per_channel: bool = True) -> 
 
     with tempfile.TemporaryDirectory(prefix="edgecnn-inspect-") as work:
         saved = _savedmodel(loaded, Path(work))
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=[tflite_signature(saved)])
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = dataset
-        if not per_channel:
-            converter._experimental_disable_per_channel = True  # noqa: SLF001 - the converter's only switch
+        converter = int8_converter(saved, samples, io=None, per_channel=per_channel)  # the pipeline's int8 setup
         with _quiet():
             debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=dataset)
             debugger.run()
