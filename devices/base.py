@@ -7,7 +7,7 @@ in edgecnn.preprocess and devices/classify.py so that every target, and convert'
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -28,7 +28,6 @@ class RunnerOptions:
     # One invoke at load time, so a model that fails only when run fails there (LiteRT). None: only when the
     # bytes have not passed the probe, whose child invoked them with the same runtime.
     warm_up: Optional[bool] = None
-    extra: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
 
 
 class Runner(abc.ABC):

@@ -195,6 +195,14 @@ def to_float(pixels: np.ndarray, prep: Preprocessing) -> np.ndarray:
     return InputEncoder.build(prep, spec)(pixels)
 
 
+def encode(x: np.ndarray, prep: Preprocessing, spec: TensorSpec) -> np.ndarray:
+    """Model input in the tensor's dtype from uint8 pixels (N, H, W, C), through the one InputEncoder, or from
+    already-preprocessed float input (e.g. a float .npy), quantized with the tensor's scale and zero point."""
+    if x.dtype == np.uint8:
+        return InputEncoder.build(prep, spec)(x)
+    return encode_float(x, spec)
+
+
 def encode_float(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
     """Already-preprocessed float input -> the tensor's dtype (for .npy data given as floats)."""
     return quantize(x, spec) if spec.quantized else np.asarray(x, dtype=spec.dtype)
