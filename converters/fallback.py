@@ -54,13 +54,6 @@ class FallbackReport:
 
         return dict(_to_jsonable(self), met=self.met, kept_float=list(self.kept_float))
 
-    def rows(self) -> list[tuple[str, ...]]:
-        return [(str(i), ", ".join(s.keep_float) or "(none: full int8)", f"{s.accuracy * 100:.2f}",
-                 f"{s.drop_pp:+.2f}", f"{s.size_bytes / 1024:.1f}", f"{s.latency_ms:.3f}")
-                for i, s in enumerate(self.steps)]
-
-
-HEADERS = ("step", "kept in float", "accuracy %", "drop pp", "size KiB", "latency ms")
 
 Build = Callable[[tuple[str, ...], Path], None]          # write the model keeping these layers float
 Measure = Callable[[Path], tuple[float, float]]         # -> (accuracy, median latency ms)

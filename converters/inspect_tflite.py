@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgecnn.converters.steps import export_savedmodel
-from edgecnn.converters.tflite import tflite_signature
+from edgecnn.converters.tflite import int8_converter
 from edgecnn.converters.inspect import InspectOptions, LayerError, keras_layer_names, layer_of, tensor_metrics
 
 _NUMERIC_VERIFY = "NumericVerify"  # a custom op: its name as the interpreter reports it
@@ -53,10 +53,6 @@ def tflite_layer_errors(loaded: Any, samples: np.ndarray, options: InspectOption
     return rows, [f"QuantizationDebugger on {len(samples)} calibration samples, per-layer (NumericVerify)"]
 
 
-def calibrate(loaded: Any, samples: np.ndarray, per_channel: bool = True) -> Calibrated:
-    return run_debugger(loaded, samples, per_channel)[1]
-
-
 def run_debugger(loaded: Any, samples: np.ndarray, per_channel: bool = True) -> tuple[Any, Calibrated]:
     import tensorflow as tf  # noqa: PLC0415
 
@@ -66,11 +62,7 @@ def run_debugger(loaded: Any, samples: np.ndarray, per_channel: bool = True) -> 
 
     with tempfile.TemporaryDirectory(prefix="edgecnn-inspect-") as work:
         saved = _savedmodel(loaded, Path(work))
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=[tflite_signature(saved)])
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = dataset
-        if not per_channel:
-            converter._experimental_disable_per_channel = True  # noqa: SLF001 - the converter's only switch
+        converter = int8_converter(saved, samples, io=None, per_channel=per_channel)  # the pipeline's int8 setup
         with _quiet():
             debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=dataset)
             debugger.run()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
@@ -19,7 +19,6 @@ from edgecnn.converters.formats import IoType
 from edgecnn.converters.steps import BuildJob, BuiltArtifact, ensure_savedmodel
 
 METADATA_NAME = EMBEDDED_KEY
-_IO_DTYPES = {IoType.INT8: "int8", IoType.UINT8: "uint8", IoType.FLOAT: "float32"}
 
 
 def build(job: BuildJob) -> BuiltArtifact:
@@ -47,15 +46,16 @@ def convert_bytes(savedmodel_dir: Path, precision: str, calib_inputs: np.ndarray
     from edgecnn.converters import diagnose  # noqa: PLC0415
     from edgecnn.native_log import active  # noqa: PLC0415
 
-    converter = _converter(tf, savedmodel_dir)
+    if precision == "int8":
+        converter = int8_converter(savedmodel_dir, calib_inputs, io, per_channel, progress)
+    else:
+        converter = _converter(tf, savedmodel_dir)
     if precision == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
     elif precision == "dynamic":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif precision == "int8":
-        _set_full_integer(tf, converter, calib_inputs, io, per_channel, progress)
-    elif precision != "fp32":
+    elif precision not in ("fp32", "int8"):
         raise ConversionError(f"unknown TFLite precision '{precision}'")
     log = active()
     mark = log.size() if log is not None else 0
@@ -84,17 +84,27 @@ def tflite_signature(savedmodel_dir: Path) -> str:
     return STATIC_BATCH_SIGNATURE if STATIC_BATCH_SIGNATURE in keys else "serving_default"
 
 
-def _set_full_integer(tf, converter, calib_inputs: np.ndarray, io: IoType, per_channel: bool, progress=None) -> None:
+def int8_converter(savedmodel_dir: Path, calib_inputs: np.ndarray, io: Optional[IoType] = IoType.INT8,
+                   per_channel: bool = True, progress=None):
+    """The one full-integer TFLiteConverter setup: the SavedModel's TFLite signature, the representative dataset
+    (``calib_inputs``, float32 (N, ...) model input, one sample per step), per-channel weights unless told
+    otherwise, int8 builtins only and ``io`` as the input/output type. ``io=None`` leaves the ops and I/O types
+    open, as the QuantizationDebugger wants them. Raises ConversionError without calibration data."""
+    import tensorflow as tf  # noqa: PLC0415
+
     if calib_inputs is None or len(calib_inputs) == 0:
         raise ConversionError("int8 conversion needs calibration data", "pass --calib DATA")
+    converter = _converter(tf, savedmodel_dir)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: _representative(calib_inputs, progress)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    io_type = {IoType.INT8: tf.int8, IoType.UINT8: tf.uint8, IoType.FLOAT: tf.float32}[IoType(io)]
-    converter.inference_input_type = io_type
-    converter.inference_output_type = io_type
     if not per_channel:
         converter._experimental_disable_per_channel = True  # noqa: SLF001 - the converter's only switch for it
+    if io is not None:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        io_type = {IoType.INT8: tf.int8, IoType.UINT8: tf.uint8, IoType.FLOAT: tf.float32}[IoType(io)]
+        converter.inference_input_type = io_type
+        converter.inference_output_type = io_type
+    return converter
 
 
 def _representative(calib_inputs: np.ndarray, progress=None) -> Iterator[list[np.ndarray]]:

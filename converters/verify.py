@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from edgecnn.manifest import OutputKind, Preprocessing, TensorSpec, Verification
-from edgecnn.preprocess import InputEncoder, decode_scores, dequantize, encode_float, is_binary, top1
+from edgecnn.preprocess import decode_scores, dequantize, encode, is_binary, top1
 
 from edgecnn.converters.calibration import ModelInputs
 
@@ -50,10 +50,7 @@ def reference_outputs(model, data: ModelInputs) -> np.ndarray:
 
 def encode_inputs(data: ModelInputs, prep: Preprocessing, spec: TensorSpec) -> np.ndarray:
     """Samples in the artifact's input dtype: uint8 pixels through the device encoder, or float arrays."""
-    if data.pixels is not None:
-        encoded = InputEncoder.build(prep, spec)(data.pixels)
-    else:
-        encoded = encode_float(data.inputs, spec)
+    encoded = encode(data.pixels if data.pixels is not None else data.inputs, prep, spec)
     return encoded.reshape(len(data), *data.inputs.shape[1:])
 
 
@@ -171,9 +168,9 @@ def judge(name: str, precision: str, verification: Verification, rule: VerifyRul
 def _run_artifact(path: Path, family: str, batch: np.ndarray, progress: Optional[Progress]) -> np.ndarray:
     """Raw outputs of the artifact for ``batch``, in chunks, through the device runner for its format."""
     from edgecnn.devices.base import RunnerOptions  # noqa: PLC0415
-    from edgecnn.devices.runners import open_runner  # noqa: PLC0415
+    from edgecnn.devices.runners import cpu_target, open_runner  # noqa: PLC0415
 
-    target = "cpu" if family == "tflite" else "onnx-cpu"
+    target = cpu_target(family)
     # probe=False: the file was written by this process a moment ago, there is no untrusted input to isolate.
     with open_runner(path, target, RunnerOptions(probe=False)) as runner:
         chunks = []

@@ -7,7 +7,7 @@ in edgecnn.preprocess and devices/classify.py so that every target, and convert'
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -31,7 +31,6 @@ class RunnerOptions:
     # (height, width) for a model whose input height/width are dynamic (-1): the load-time warm-up runs at this
     # size (from --size) instead of guessing 1; the dynamic axes after the batch take them in order.
     input_hw: Optional[tuple[int, int]] = None
-    extra: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
 
 
 class Runner(abc.ABC):

@@ -24,14 +24,11 @@ import numpy as np
 
 from edgecnn.devices.base import Runner, RunnerOptions
 from edgecnn.errors import DataError, InputPathError, ManifestError, UsageError
-from edgecnn.fileio import sha256_of
+from edgecnn.fileio import read_labels, sha256_of  # noqa: F401 - read_labels: part of this module's API
 from edgecnn.manifest import ColorOrder, Layout, Manifest, OutputKind, Preprocessing, TensorSpec, find_manifest
 from edgecnn.prepchoice import PrepChoice
 from edgecnn.preprocess import (InputEncoder, above, class_count, decode_scores, prepare_batch, prepare_pixels,
                                 resize_image, top_k)
-
-MAX_LABELS_BYTES = 4 * 1024 * 1024
-
 
 class NotAClassifierError(UsageError):
     """The model is not a single-output image classifier (a detector, a segmenter): it cannot be classified with."""
@@ -83,21 +80,6 @@ class ClassifyResult:
 
 def _prediction_dict(p: Prediction) -> dict[str, Any]:
     return {"index": p.index, "label": p.label, "score": round(p.score, 6)}
-
-
-def read_labels(path: Path) -> tuple[str, ...]:
-    """One label per line (data only; blank lines skipped)."""
-    path = Path(path)
-    try:
-        if path.stat().st_size > MAX_LABELS_BYTES:
-            raise ManifestError(f"labels file {path} is larger than 4 MiB", "give one label per line")
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"cannot read labels file {path} ({exc})") from None
-    labels = tuple(line.strip() for line in text.splitlines() if line.strip())
-    if not labels:
-        raise ManifestError(f"labels file {path} holds no labels", "give one label per line")
-    return labels
 
 
 def _load_manifest(model_path: Path, manifest: Union[Manifest, Path, str, None]) -> Optional[Manifest]:

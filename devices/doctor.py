@@ -194,6 +194,16 @@ def _vcgencmd(*args: str) -> Optional[str]:
     return proc.stdout.strip()
 
 
+def read_throttled() -> Optional[int]:
+    """The firmware's throttling bits (``vcgencmd get_throttled``), or None where vcgencmd is missing or fails:
+    bits 0-3 under-voltage, frequency capped, throttled, soft temperature limit now; 16-19 the same since boot."""
+    out = _vcgencmd("get_throttled")
+    try:
+        return int(out.split("=", 1)[1], 16) if out and "=" in out else None
+    except ValueError:
+        return None
+
+
 def decode_throttled(value: int) -> list[str]:
     return [text for bit, text in THROTTLE_BITS.items() if value & (1 << bit)]
 
@@ -216,9 +226,9 @@ def check_pi(root: Path = Path("/")) -> list[Check]:
     if temp:
         checks.append(Check("temperature", Status.INFO, temp))
     if model:
-        throttled = _vcgencmd("get_throttled")
-        if throttled and "=" in throttled:
-            flags = decode_throttled(int(throttled.split("=", 1)[1], 16))
+        throttled = read_throttled()
+        if throttled is not None:
+            flags = decode_throttled(throttled)
             checks.append(Check("throttling", Status.WARN if flags else Status.OK, ", ".join(flags) or "none",
                                 "use the official power supply and a heatsink/fan" if flags else ""))
         else:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Optional
 
 from edgecnn.devices import probecache
-from edgecnn.errors import ModelLoadError, RuntimeMissingError
+from edgecnn.errors import ModelLoadError, RuntimeMissingError, first_line
 
 MAX_MODEL_BYTES = 2 * 1024 ** 3  # protobuf's hard limit; also far beyond any edge model
 PROBE_TIMEOUT_S = 60.0
@@ -207,7 +207,7 @@ def check_onnx(path: Path) -> None:
     try:
         onnx.checker.check_model(str(path))
     except Exception as exc:  # noqa: BLE001 - ValidationError, DecodeError and friends
-        raise ModelLoadError(f"{path.name} is not a valid ONNX model ({type(exc).__name__}: {_first_line(exc)})",
+        raise ModelLoadError(f"{path.name} is not a valid ONNX model ({type(exc).__name__}: {first_line(exc)})",
                              "the file is truncated or damaged; copy the artifact again") from None
 
 
@@ -271,11 +271,6 @@ def _parse_probe_output(stdout: bytes) -> Optional[dict]:
 
 
 # -- the child side ------------------------------------------------------------------------------------
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
-
-
 def _probe_tflite(path: Path, data: bytes) -> dict:
     import numpy as np
 
@@ -336,10 +331,10 @@ def _probe_main(argv: list[str]) -> int:
     except RuntimeMissingError as exc:
         result = {"ok": False, "kind": "runtime", "error": exc.message, "hint": exc.hint}
     except ImportError as exc:
-        result = {"ok": False, "kind": "runtime", "error": f"runtime missing ({_first_line(exc)})",
+        result = {"ok": False, "kind": "runtime", "error": f"runtime missing ({first_line(exc)})",
                   "hint": "pip install 'edgecnn[device]' (.tflite) or 'edgecnn[onnx-cpu]' (.onnx)"}
     except Exception as exc:  # noqa: BLE001 - every loader error is reported to the parent as data
-        result = {"ok": False, "error": f"{type(exc).__name__}: {_first_line(exc)}"}
+        result = {"ok": False, "error": f"{type(exc).__name__}: {first_line(exc)}"}
     sys.stdout.write(json.dumps(result) + "\n")
     return 0
 

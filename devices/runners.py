@@ -51,6 +51,15 @@ TARGETS: dict[str, Target] = {
 }
 
 
+# The CPU target of each model format: where verification and the reference accuracy run an artifact.
+CPU_TARGET = {ModelFormat.TFLITE: "cpu", ModelFormat.ONNX: "onnx-cpu"}
+
+
+def cpu_target(family: str) -> str:
+    """The CPU target for a model family ("tflite" -> "cpu", "onnx" -> "onnx-cpu")."""
+    return CPU_TARGET[ModelFormat(family)]
+
+
 def get_target(name: str) -> Target:
     return lookup(TARGETS, name, "device")
 

@@ -8,7 +8,9 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from edgecnn.errors import OutputExistsError, OutputPathError
+from edgecnn.errors import DataError, InputPathError, OutputExistsError, OutputPathError
+
+MAX_LABELS_BYTES = 4 * 1024 * 1024  # a labels file is text: anything larger is the wrong file
 
 # File suffixes read as images (by OpenCV), for data folders and `edgecnn run --source`.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
@@ -176,3 +178,22 @@ def _remove(path: Path) -> None:
     elif path.exists() or path.is_symlink():
         with contextlib.suppress(OSError):
             path.unlink()
+
+
+def read_labels(path: Path) -> tuple[str, ...]:
+    """The labels of a text file, one per line in output order (blank lines skipped; read as data only).
+
+    Raises InputPathError (missing) and DataError (not UTF-8 text, over 4 MiB, or no labels)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputPathError(f"labels file {path} does not exist", "give a text file with one label per line")
+    try:
+        if path.stat().st_size > MAX_LABELS_BYTES:
+            raise DataError(f"labels file {path} is larger than 4 MiB", "give one label per line")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read labels file {path} ({type(exc).__name__})", "save it as UTF-8 text") from None
+    labels = tuple(line.strip() for line in text.splitlines() if line.strip())
+    if not labels:
+        raise DataError(f"labels file {path} holds no labels", "give one label per line")
+    return labels

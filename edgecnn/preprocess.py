@@ -204,6 +204,14 @@ def to_float(pixels: np.ndarray, prep: Preprocessing) -> np.ndarray:
     return InputEncoder.build(prep, spec)(pixels)
 
 
+def encode(x: np.ndarray, prep: Preprocessing, spec: TensorSpec) -> np.ndarray:
+    """Model input in the tensor's dtype from uint8 pixels (N, H, W, C), through the one InputEncoder, or from
+    already-preprocessed float input (e.g. a float .npy), quantized with the tensor's scale and zero point."""
+    if x.dtype == np.uint8:
+        return InputEncoder.build(prep, spec)(x)
+    return encode_float(x, spec)
+
+
 def encode_float(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
     """Already-preprocessed float input -> the tensor's dtype (for .npy data given as floats)."""
     return quantize(x, spec) if spec.quantized else np.asarray(x, dtype=spec.dtype)
@@ -273,9 +281,26 @@ def top1(scores: np.ndarray) -> np.ndarray:
 
 def top_k(scores: np.ndarray, k: int) -> list[tuple[int, float]]:
     """The k best (class index, score) of one score vector, best first (the rule of :func:`ranking`)."""
-    k = max(1, min(k, scores.shape[-1]))
-    order = ranking(np.asarray(scores)[None, :])[0][:k]
+    scores = np.asarray(scores)
+    n = scores.shape[-1]
+    k = max(1, min(k, n))
+    order = _top_k_order(scores, k) if 2 < n and k < n else None
+    if order is None:
+        order = ranking(scores[None, :])[0][:k]
     return [(int(i), float(scores[i])) for i in order]
+
+
+def _top_k_order(scores: np.ndarray, k: int) -> np.ndarray | None:
+    """The k best indices of a 1-D score vector by the rule of :func:`ranking`, found without sorting all of it
+    (a stable sort of 1,000 scores costs ~50 us per frame, 1 % of a MobileNetV2 invoke): every score at or above
+    the k-th largest is a candidate, so ties at the boundary keep their lower-index order. None when NaNs make
+    the candidates too few (the caller then ranks everything)."""
+    n = scores.shape[0]
+    kth = np.partition(scores, n - k)[n - k]
+    candidates = np.flatnonzero(scores >= kth)
+    if candidates.size < k:
+        return None
+    return candidates[np.argsort(-scores[candidates].astype(np.float64), kind="stable")][:k]
 
 
 def above(scores: np.ndarray, threshold: float) -> list[tuple[int, float]]:

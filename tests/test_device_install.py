@@ -20,7 +20,7 @@ import pytest
 
 from device_env import ROOT, device_venv, installed
 from edgecnn.devices.live import Display, RunOptions, run
-from edgecnn.devices.videofile import digit_frames, write_video
+from fixtures.video import digit_frames, write_video
 
 EXTRAS = ("device", "onnx-cpu")
 MNIST_CNN_MACS = 24 * 24 * 32 * 5 * 5 * 1 + 12 * 12 * 32 * 128 + 128 * 10

@@ -17,7 +17,7 @@ from edgecnn.data import Dataset
 from edgecnn.errors import DataError
 from edgecnn.fileio import sha256_of
 from edgecnn.manifest import Manifest, OutputKind, Preprocessing, TensorSpec
-from edgecnn.preprocess import InputEncoder, decode_scores, encode_float, prepare_batch, ranking, to_float
+from edgecnn.preprocess import decode_scores, prepare_batch, ranking, to_float
 from edgecnn.preprocess import top1 as top1_classes
 
 WORST_CLASSES = 3
@@ -68,13 +68,6 @@ def pixels_for(dataset: Dataset, prep: Preprocessing) -> np.ndarray:
                             f"the model takes {expected}")
         return dataset.images
     return prepare_batch(dataset.images, prep)
-
-
-def encode_inputs(pixels: np.ndarray, prep: Preprocessing, spec: TensorSpec) -> np.ndarray:
-    """Pixels (or float input) -> the tensor dtype of ``spec`` via the shared encoder."""
-    if pixels.dtype != np.uint8:
-        return encode_float(pixels, spec)
-    return InputEncoder.build(prep, spec)(pixels)
 
 
 def float_inputs(pixels: np.ndarray, prep: Preprocessing) -> np.ndarray:

@@ -9,7 +9,11 @@ from edgecnn.errors import InputPathError, ManifestError, UsageError
 from edgecnn.fileio import sha256_of
 from edgecnn.manifest import MANIFEST_NAME, ArtifactEntry, Manifest, find_manifest
 
-FAMILY_OF_SUFFIX = {".tflite": "tflite", ".lite": "tflite", ".onnx": "onnx"}
+from edgecnn.devices.modelcheck import SUFFIX_FORMAT, ModelFormat  # the one suffix table
+
+# Artifact families bench measures, by file suffix.
+FAMILY_OF_SUFFIX = {suffix: fmt.value for suffix, fmt in SUFFIX_FORMAT.items()
+                    if fmt in (ModelFormat.TFLITE, ModelFormat.ONNX)}
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,8 @@ from edgecnn.bench.jobs import Artifact
 from edgecnn.data import Dataset
 from edgecnn.errors import EdgecnnError
 from edgecnn.manifest import OutputKind, Preprocessing
-from edgecnn.preprocess import InputEncoder, encode_float
+from edgecnn.preprocess import encode
 
-FAMILY_CPU_TARGET = {"tflite": "cpu", "onnx": "onnx-cpu"}
 
 
 class Reference:
@@ -92,10 +91,10 @@ class ReferenceBook:
 
     def _artifact_scores(self, path: Path, family: str, prep: Preprocessing, kind: OutputKind) -> np.ndarray:
         from edgecnn.devices.base import RunnerOptions  # noqa: PLC0415
-        from edgecnn.devices.runners import open_runner  # noqa: PLC0415
+        from edgecnn.devices.runners import cpu_target, open_runner  # noqa: PLC0415
 
-        with open_runner(path, FAMILY_CPU_TARGET[family], RunnerOptions(probe=self.probe)) as runner:
-            encoded = _encode(self.pixels(prep), prep, runner.input)
+        with open_runner(path, cpu_target(family), RunnerOptions(probe=self.probe)) as runner:
+            encoded = encode(self.pixels(prep), prep, runner.input)
             return predict(runner.invoke, encoded, runner.output, kind)
 
     def _note(self, text: str) -> None:
@@ -103,16 +102,12 @@ class ReferenceBook:
             self.notes.append(text)
 
 
-def _encode(pixels: np.ndarray, prep: Preprocessing, spec: Any) -> np.ndarray:
-    return encode_float(pixels, spec) if pixels.dtype != np.uint8 else InputEncoder.build(prep, spec)(pixels)
-
-
 def evaluate_artifact(art: Artifact, classifier: Any, dataset: Dataset, book: ReferenceBook) -> AccuracyResult:
     """Top-1/top-5 of the artifact (one sample per invoke, as on the device) and its loss against the reference."""
     prep = classifier.prep
     pixels = book.pixels(prep)
     runner = classifier.runner
-    encoded = _encode(pixels, prep, runner.input)
+    encoded = encode(pixels, prep, runner.input)
     scores = predict(runner.invoke, encoded, runner.output, classifier.output_kind)
     labelled = align_labels(dataset, classifier.labels, scores.shape[1], classifier.manifest is not None) \
         if dataset.labels is not None else dataset

@@ -95,7 +95,7 @@ def _print(result, as_json: bool) -> None:
     for warning in result.warnings:
         console_err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     console.print(summary_table(result.manifest))
-    for entry in result.manifest.artifacts:  # --fallback auto (issue 5): which layers stayed in float
+    for entry in result.manifest.artifacts:  # --fallback auto: which layers stayed in float
         for note in (n for n in entry.notes if n.startswith("--fallback auto")):
             console.print(f"{entry.name}: {note}", highlight=False, soft_wrap=True)
     console.print(f"artifacts and manifest in {result.out_dir}", highlight=False, soft_wrap=True)

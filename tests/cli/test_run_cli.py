@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgecnn.cli import main
-from edgecnn.devices.videofile import digit_frames, write_video
+from fixtures.video import digit_frames, write_video
 from edgecnn.manifest import ColorOrder
 from edgecnn.preprocess import InputEncoder, prepare_batch, to_float
 

@@ -13,7 +13,7 @@ from edgecnn.errors import AccuracyBudgetError
 
 @pytest.fixture(scope="module")
 def broken():
-    from edgecnn.converters.broken_model import trained_outlier_cnn
+    from fixtures.broken_model import trained_outlier_cnn
     from edgecnn.converters.keras_load import load_model
 
     return load_model(trained_outlier_cnn())
@@ -30,7 +30,7 @@ def data():
 
 @pytest.mark.parametrize("family,suffix", [("tflite", ".tflite"), ("onnx", ".onnx")])
 def test_fallback_brings_int8_within_budget(broken, data, tmp_path, family, suffix):
-    from edgecnn.converters.broken_model import GUILTY_LAYER
+    from fixtures.broken_model import GUILTY_LAYER
     from edgecnn.converters.fallback import auto_fallback, report_path
 
     calib, val_x, val_y = data
@@ -73,7 +73,7 @@ def test_cumulative_groups_skip_repeats():
 def test_convert_pipeline_wires_fallback_auto(broken, tmp_path):
     """`edgecnn convert --max-drop 0.5 --fallback auto` as a library call: the manifest's figures come from the
     pipeline's own verification (device runners, uint8 pixels through the manifest's preprocessing)."""
-    from edgecnn.converters.broken_model import GUILTY_LAYER, trained_outlier_cnn
+    from fixtures.broken_model import GUILTY_LAYER, trained_outlier_cnn
     from edgecnn.converters.pipeline import ConvertOptions, FallbackMode, convert
 
     options = ConvertOptions(formats="tflite-int8", max_drop=0.5, fallback=FallbackMode.AUTO, progress=False)

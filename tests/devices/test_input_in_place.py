@@ -92,3 +92,56 @@ def test_no_view_outlives_a_frame(colour_models):
         again = clf.classify(frame)
         assert [p.index for p in again.top] == [p.index for p in first.top]
         assert again.top[0].score == pytest.approx(first.top[0].score)
+
+
+@pytest.fixture(scope="module")
+def layout_models(tmp_path_factory):
+    """int8 models whose input is not (H, W, C): a flattened colour image, a grey (H, W) image, and (C, H, W)."""
+    import keras
+
+    from edgecnn.converters.steps import export_savedmodel
+    from edgecnn.converters.tflite import convert_bytes
+    from edgecnn.manifest import Layout
+
+    keras.utils.set_random_seed(5)
+    head = [keras.layers.Conv2D(4, 3, activation="relu"), keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(5, activation="softmax")]
+    specs = {Layout.FLAT: (ColorOrder.RGB, (SIDE * SIDE * 3,), [keras.layers.Dense(5, activation="softmax")]),
+             Layout.HW: (ColorOrder.GRAY, (SIDE, SIDE), [keras.layers.Reshape((SIDE, SIDE, 1)), *head]),
+             Layout.NCHW: (ColorOrder.RGB, (3, SIDE, SIDE), [keras.layers.Permute((2, 3, 1))])}
+    folder = tmp_path_factory.mktemp("layouts")
+    out = {}
+    for layout, (color, shape, layers) in specs.items():
+        if layout == Layout.NCHW:
+            layers = layers + [keras.layers.Conv2D(4, 3, activation="relu"), keras.layers.GlobalAveragePooling2D(),
+                               keras.layers.Dense(5, activation="softmax")]
+        model = keras.Sequential([keras.Input(shape), *layers])
+        saved = folder / f"{layout.value}-saved"
+        export_savedmodel(model, saved)
+        calib = np.random.default_rng(0).uniform(-1, 1, (16, *shape)).astype(np.float32)
+        path = folder / f"{layout.value}.tflite"
+        path.write_bytes(convert_bytes(saved, "int8", calib))
+        out[layout] = (path, color)
+    return out
+
+
+@pytest.mark.parametrize("layout", ["flat", "hw", "nchw"])
+def test_every_input_layout_gets_the_reference_encoding(layout_models, layout):
+    # The in-place path (flat, hw: the tensor is the (H, W, C) bytes under another shape) and the transposing path
+    # (nchw: encoded in (H, W, C) order, then transposed) must both feed exactly what InputEncoder produces.
+    from edgecnn.manifest import Layout
+
+    path, color = layout_models[Layout(layout)]
+    prep = Preprocessing(SIDE, SIDE, color, scale=1 / 127.5, mean=(1.0,), std=(1.0,), layout=Layout(layout))
+    with Classifier.open(path, "cpu", RunnerOptions(threads=1), prep=prep, top_k=3) as clf:
+        runner = clf.runner
+        assert runner.input_view() is not None  # LiteRT offers the view; only nchw declines it (a transpose)
+        for name, frame in _frames().items():
+            source = ColorOrder.GRAY if frame.ndim == 2 else ColorOrder.BGR
+            result = clf.classify(frame, source)
+            written = runner._interpreter.get_tensor(runner._in_index)  # noqa: SLF001
+            expected = clf.encoder(clf.prepare(frame, source)[None])
+            assert written.shape == expected.shape == (1, *prep.input_shape())
+            np.testing.assert_array_equal(written, expected, err_msg=f"{name}, layout {layout}")
+            reference = clf.top_predictions(_scores(clf, expected))
+            assert [p.index for p in result.top] == [p.index for p in reference], name

@@ -18,7 +18,7 @@ from edgecnn.devices.classify import Classifier
 from edgecnn.devices.live import Display, EndReason, RunOptions, run, summary_rows
 from edgecnn.devices.sources import OpenCVSource, SourceKind
 from edgecnn.devices.stats import LiveStats, RollingWindow
-from edgecnn.devices.videofile import digit_frames, write_video
+from fixtures.video import digit_frames, write_video
 from edgecnn.errors import OutputExistsError, UsageError
 from edgecnn.manifest import ColorOrder, Manifest
 from edgecnn.preprocess import InputEncoder, prepare_batch, to_float

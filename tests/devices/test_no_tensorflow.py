@@ -124,7 +124,7 @@ def test_no_device_module_imports_tensorflow_or_converters():
 
 def test_run_on_a_video_file_with_every_output_without_tensorflow(device_models, tmp_path):
     """`edgecnn run --max-frames` on a video file, with --jsonl, --record and --serve (the whole live path)."""
-    from edgecnn.devices.videofile import digit_frames, write_video
+    from fixtures.video import digit_frames, write_video
 
     frames, _ = digit_frames(12, size=224)
     video = write_video(frames, tmp_path / "digits.mkv", fps=25.0)
