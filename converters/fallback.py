@@ -183,7 +183,7 @@ def _tflite_plan(loaded: Any, calib: np.ndarray, io: str, per_channel: bool, sam
 def _tflite_measure(val_x: np.ndarray, val_y: np.ndarray) -> Measure:
     def measure(path: Path) -> tuple[float, float]:
         from edgecnn.converters.inspect_tflite import encode_for  # noqa: PLC0415
-        from edgecnn.converters.tflite import make_interpreter  # noqa: PLC0415
+        from edgecnn.devices.litert import make_interpreter  # noqa: PLC0415
 
         from edgecnn.devices.base import RunnerOptions  # noqa: PLC0415
         from edgecnn.devices.runners import open_runner  # noqa: PLC0415

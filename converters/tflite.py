@@ -117,7 +117,9 @@ def _representative(calib_inputs: np.ndarray, progress=None) -> Iterator[list[np
 
 def tflite_io_specs(path: Path) -> tuple[TensorSpec, TensorSpec]:
     """Input and output TensorSpec (shape with batch 1, dtype, scale/zero point) as the interpreter sees them."""
-    interpreter = make_interpreter(Path(path))
+    from edgecnn.devices.litert import make_interpreter  # noqa: PLC0415 - the one interpreter factory
+
+    interpreter = make_interpreter(Path(path), threads=1)
     return _spec(interpreter.get_input_details()[0]), _spec(interpreter.get_output_details()[0])
 
 
@@ -126,22 +128,6 @@ def _spec(detail: dict) -> TensorSpec:
     shape = tuple(int(d) for d in detail["shape"])
     return TensorSpec(name=str(detail["name"]), shape=(1, *shape[1:]), dtype=np.dtype(detail["dtype"]).name,
                       scale=float(scale), zero_point=int(zero))
-
-
-def make_interpreter(path: Path, threads: int | None = None):
-    """A LiteRT interpreter (ai_edge_litert, else tflite_runtime, else tf.lite), tensors allocated."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
-    except ImportError:
-        try:
-            from tflite_runtime.interpreter import Interpreter  # noqa: PLC0415
-        except ImportError:
-            import tensorflow as tf  # noqa: PLC0415
-
-            Interpreter = tf.lite.Interpreter  # noqa: N806
-    interpreter = Interpreter(model_path=str(path), num_threads=threads)
-    interpreter.allocate_tensors()
-    return interpreter
 
 
 def embed_metadata(path: Path, text: str) -> bool:
@@ -166,14 +152,11 @@ def embed_metadata(path: Path, text: str) -> bool:
 
 
 def read_metadata(path: Path) -> dict[str, Any] | None:
-    """The manifest mapping ``embed_metadata`` stored, or None."""
-    from tensorflow.lite.tools import flatbuffer_utils  # noqa: PLC0415
+    """The manifest mapping ``embed_metadata`` stored, or None (read by the device side's flatbuffer reader)."""
+    from edgecnn.devices.flatbuf import read_metadata as read_entry  # noqa: PLC0415
 
-    model = flatbuffer_utils.read_model(str(path))
-    for entry in model.metadata or []:
-        if _decode(entry.name) == METADATA_NAME:
-            return json.loads(bytes(model.buffers[entry.buffer].data).decode("utf-8"))
-    return None
+    text = read_entry(Path(path).read_bytes(), METADATA_NAME)
+    return None if text is None else json.loads(text)
 
 
 def _decode(name: Any) -> str:

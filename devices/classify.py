@@ -171,7 +171,6 @@ class Classifier:
         self.threshold = float(threshold)
         self.manifest = manifest
         self.encoder = InputEncoder.build(prep, runner.input)
-        self._uniform = self.encoder.table.shape[0] == 1 or not np.any(self.encoder.table != self.encoder.table[:1])
         self.notices: tuple[str, ...] = ()  # what was assumed or read from a file without a manifest
         self.precision = ""  # read from a file without a manifest (devices/model_info.py)
         layout = Layout(prep.layout)
@@ -189,7 +188,7 @@ class Classifier:
         self._channels_first = layout == Layout.NCHW
         self._cv2 = _optional_cv2()
         # 8-bit inputs with one table for all channels: OpenCV's LUT writes straight into the tensor (2x np.take).
-        self._lut8 = self.encoder.table[0].view(np.uint8) if self._uniform and self.encoder.table.itemsize == 1 else None
+        self._lut8 = self.encoder.table[0].view(np.uint8) if self.encoder.uniform and self.encoder.table.itemsize == 1 else None
         self._fused = self._lut8 is not None and self._cv2 is not None and prep.channels == 3
 
     @classmethod
@@ -246,21 +245,16 @@ class Classifier:
             return self._cv2.cvtColor(small, self._cv2.COLOR_BGR2RGB) if self._cv2 else small[:, :, ::-1]
         return prepare_pixels(frame, self.prep, source_color)
 
-    def _encode(self, pixels: np.ndarray, target: np.ndarray) -> None:
-        """(H, W, C) uint8 pixels -> ``target`` (1, H, W, C) in the input's dtype, written in place."""
-        table = self.encoder.table
+    def _write_pixels(self, pixels: np.ndarray, target: np.ndarray) -> None:
+        """(H, W, C) uint8 pixels -> ``target`` (1, H, W, C) in the input's dtype, written in place by the
+        shared encoder's table (OpenCV's LUT applies the same table faster when there is one for all channels)."""
         if self._lut8 is not None and self._cv2 is not None:
             dst = target.view(np.uint8)[0]
             written = self._cv2.LUT(np.ascontiguousarray(pixels), self._lut8, dst=dst)
             if written is not dst:
                 dst[...] = written
             return
-        # mode="clip" is a no-op for uint8 indices into 256 entries, and lets numpy write straight into the target.
-        if self._uniform:
-            np.take(table[0], pixels, out=target[0], mode="clip")
-        else:
-            for channel in range(table.shape[0]):
-                np.take(table[channel], pixels[:, :, channel], out=target[0, :, :, channel], mode="clip")
+        self.encoder.encode_into(pixels, target[0])
 
     def _fill_input(self, frame: np.ndarray, source_color: ColorOrder, pixels: Optional[np.ndarray]) -> bool:
         """Write the frame, prepared and encoded, straight into the runtime's own input tensor (no ``set_tensor``
@@ -279,11 +273,11 @@ class Classifier:
         if pixels is None:
             self._resize_encode(frame, ColorOrder(source_color), target.view(np.uint8)[0])
         else:
-            self._encode(pixels, target)
+            self._write_pixels(pixels, target)
         return True
 
     def _resize_encode(self, frame: np.ndarray, source_color: ColorOrder, dst: np.ndarray) -> None:
-        """= _encode(prepare(frame)) for a uint8 colour frame, computed in ``dst`` (H, W, 3) uint8 in place."""
+        """= _write_pixels(prepare(frame)) for a uint8 colour frame, computed in ``dst`` (H, W, 3) uint8 in place."""
         cv2, prep = self._cv2, self.prep
         small = resize_image(frame, prep.height, prep.width, prep.resize, prep.interpolation, out=dst,
                              pad_value=prep.pad_value)
@@ -297,12 +291,9 @@ class Classifier:
 
     def _encode_into_buffer(self, pixels: np.ndarray) -> np.ndarray:
         if self._channels_first:
-            table = self.encoder.table
-            for channel in range(self.prep.channels):
-                np.take(table[0 if self._uniform else channel], pixels[:, :, channel], out=self._buffer[0, channel],
-                        mode="clip")
+            self.encoder.encode_into(pixels, self._buffer[0], channels_first=True)
             return self._buffer
-        self._encode(pixels, self._buffer)
+        self._write_pixels(pixels, self._buffer)
         return self._batch_view
 
     def classify(self, frame: np.ndarray, source_color: ColorOrder = ColorOrder.BGR) -> ClassifyResult:

@@ -119,14 +119,20 @@ def default_threads() -> int:
 
 def make_interpreter(model_path: Path, threads: Optional[int] = None, use_xnnpack: bool = True,
                      delegates: Sequence[Any] = (), runtime: Optional[LiteRTRuntime] = None,
-                     content: Optional[bytes] = None) -> Any:
+                     content: Optional[bytes] = None, preserve_all_tensors: bool = False,
+                     allocate: bool = True) -> Any:
     """A LiteRT Interpreter for ``model_path`` with tensors allocated; loader failures become ModelLoadError.
+    The one place an Interpreter is made (runners, conversion, the MAC count's and inspect's readers).
 
     ``content``: the file's bytes, already read and checked (devices/modelcheck.check_file); loaded instead of
-    the path, so a file replaced after its check is not what runs."""
+    the path, so a file replaced after its check is not what runs. ``preserve_all_tensors``: intermediate
+    tensors stay readable after ``invoke`` (inspect's per-layer comparison). ``allocate=False``: only load (a
+    model with a custom op allocates with its delegate)."""
     runtime = runtime or resolve_runtime()
     source = {"model_content": content} if content else {"model_path": str(model_path)}
     kwargs: dict[str, Any] = {**source, "num_threads": threads or default_threads()}
+    if preserve_all_tensors:
+        kwargs["experimental_preserve_all_tensors"] = True
     if delegates:
         kwargs["experimental_delegates"] = list(delegates)
     resolver = runtime.resolver(use_xnnpack)
@@ -134,7 +140,8 @@ def make_interpreter(model_path: Path, threads: Optional[int] = None, use_xnnpac
         kwargs["experimental_op_resolver_type"] = resolver
     try:
         interpreter = runtime.interpreter_cls(**kwargs)
-        interpreter.allocate_tensors()
+        if allocate:
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"{runtime.name} cannot load {model_path} ({first})",

@@ -275,14 +275,13 @@ def _probe_tflite(path: Path, data: bytes) -> dict:
     import numpy as np
 
     from edgecnn.devices.flatbuf import walk_tflite
-    from edgecnn.devices.litert import resolve_runtime
+    from edgecnn.devices.litert import make_interpreter
 
     info = walk_tflite(data)
-    runtime = resolve_runtime()
-    interpreter = runtime.interpreter_cls(model_content=data, num_threads=1)
-    if info.custom_codes:  # e.g. edgetpu-custom-op: it needs its delegate to allocate and run
+    # A custom op (e.g. edgetpu-custom-op) needs its delegate to allocate and run: the file only has to load.
+    interpreter = make_interpreter(path, threads=1, content=data, allocate=not info.custom_codes)
+    if info.custom_codes:
         return {"ok": True, "custom_ops": sorted(info.custom_codes)}
-    interpreter.allocate_tensors()
     for detail in interpreter.get_input_details():
         interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], dtype=detail["dtype"]))
     interpreter.invoke()

@@ -185,6 +185,18 @@ class InputEncoder:
             out = self.table[np.arange(self.table.shape[0]), pixels]
         return arrange(out, self.prep.layout)
 
+    def encode_into(self, pixels: np.ndarray, out: np.ndarray, channels_first: bool = False) -> None:
+        """One image's (H, W, C) uint8 pixels -> ``out`` (H, W, C), or (C, H, W) with ``channels_first``, of the
+        table's dtype, written in place: no allocation, so ``out`` can be the runtime's own input tensor or the
+        device's per-frame buffer (a channels-first model's planes are written one by one, never transposed)."""
+        # mode="clip" is a no-op for uint8 indices into 256 entries, and lets numpy write straight into out.
+        if self.uniform and not channels_first:
+            np.take(self.table[0], pixels, out=out, mode="clip")
+            return
+        for channel in range(pixels.shape[-1]):
+            target = out[channel] if channels_first else out[:, :, channel]
+            np.take(self.table[0 if self.uniform else channel], pixels[:, :, channel], out=target, mode="clip")
+
 
 def arrange(encoded: np.ndarray, layout: Layout) -> np.ndarray:
     """(N, H, W, C) encoded pixels -> the model's input layout (a view, except NCHW which is a copy)."""

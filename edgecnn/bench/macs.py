@@ -4,8 +4,8 @@ Counted ops: convolutions (regular, depthwise, grouped, transposed), fully conne
 Elementwise ops, pooling and activations are left out, as MAC counts usually are. Batch dimensions
 are counted as one image: the figure is MACs per single inference.
 
-Neither format needs a converter's package: a .tflite is read by the LiteRT interpreter (op list and tensor
-shapes after allocation) and the pure-Python flatbuffer walk (custom operators), a .onnx by protobuf against
+Neither format needs a converter's package or a runtime: a .tflite is read by the pure-Python flatbuffer
+reader (operators and the tensor shapes stored in the file), a .onnx by protobuf against
 a minimal ONNX schema with the shapes observed in ONNX Runtime (devices/onnxgraph.py); the ``onnx`` package
 is not used. A model whose work cannot be counted (a custom operator such as the Edge TPU's compiled
 subgraph, external weights, a dynamic image size) gets no figure and a reason: ``count_macs_noted``.
@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from edgecnn.errors import EdgecnnError, ModelLoadError, RuntimeMissingError
+from edgecnn.errors import EdgecnnError, ModelLoadError
 
 _TFLITE_CONVS = {"CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "CONV_3D"}
 _TFLITE_MATMULS = {"FULLY_CONNECTED", "BATCH_MATMUL"}
@@ -26,7 +26,7 @@ _TFLITE_MATMULS = {"FULLY_CONNECTED", "BATCH_MATMUL"}
 def count_macs(model_path: Path, input_hw: Optional[tuple[int, int]] = None) -> Optional[int]:
     """MACs of one inference of a .tflite or .onnx file; None for another format.
 
-    Raises ModelLoadError (with the reason) when the model's work cannot be counted, RuntimeMissingError
+    Raises ModelLoadError (with the reason) when the model's work cannot be counted; RuntimeMissingError
     when the runtime that reads the format is not installed. ``input_hw``: the (height, width) an ONNX model with
     a dynamic image size is run at (the preprocessing's)."""
     suffix = Path(model_path).suffix.lower()
@@ -50,42 +50,35 @@ def count_macs_noted(model_path: Path, input_hw: Optional[tuple[int, int]] = Non
 
 # -- TFLite ------------------------------------------------------------------------------------------
 def count_tflite_macs(path: Path) -> int:
-    """Walk the interpreter's op list with the shapes of its tensors after allocation."""
-    from edgecnn.devices.flatbuf import FlatbufferError, walk_tflite  # noqa: PLC0415
+    """Walk the operators of the flatbuffer (devices/flatbuf.py, the one TFLite reader) with the tensor shapes
+    stored in it. Raises ModelLoadError for an unreadable file, a custom operator (its work is not in the graph)
+    or a dynamic image size (the stored shapes are placeholders then)."""
+    from edgecnn.devices.flatbuf import FlatbufferError, read_graph  # noqa: PLC0415
 
     try:
-        custom = walk_tflite(path.read_bytes()).custom_codes
+        graph = read_graph(Path(path).read_bytes())
     except (FlatbufferError, OSError) as exc:
-        raise ModelLoadError(f"cannot read {path.name} to count MACs ({exc})") from None
+        raise ModelLoadError(f"cannot read {Path(path).name} to count MACs ({exc})") from None
+    custom = sorted({op.custom for op in graph.operators if op.name == "CUSTOM"})
     if custom:
-        raise ModelLoadError(f"{path.name} has custom operator(s) {', '.join(sorted(custom))}, whose work "
+        raise ModelLoadError(f"{Path(path).name} has custom operator(s) {', '.join(custom)}, whose work "
                              "cannot be counted from the graph")
-    interpreter = _tflite_interpreter(path)
     total = 0
-    for op in interpreter._get_ops_details():  # noqa: SLF001 - the only op-level API LiteRT exposes
-        name = op["op_name"]
-        if name in _TFLITE_CONVS or name in _TFLITE_MATMULS:
-            shapes = [_tflite_shape(interpreter, i) for i in op["inputs"]]
-            out = _tflite_shape(interpreter, op["outputs"][0])
-            total += _tflite_op_macs(name, shapes, out)
+    for op in graph.operators:
+        if op.name in _TFLITE_CONVS or op.name in _TFLITE_MATMULS:
+            shapes = [_tflite_shape(graph, i, path) for i in op.inputs]
+            total += _tflite_op_macs(op.name, shapes, _tflite_shape(graph, op.outputs[0], path))
     return int(total)
 
 
-def _tflite_interpreter(path: Path):
-    from edgecnn.devices.litert import make_interpreter, resolve_runtime  # noqa: PLC0415
-
-    runtime = resolve_runtime()
-    if not hasattr(runtime.interpreter_cls, "_get_ops_details"):
-        raise RuntimeMissingError(f"{runtime.name} {runtime.version} does not list a model's operations",
-                                  "pip install ai-edge-litert")
-    # Without the default delegate: XNNPACK would fold ops into one delegate node.
-    return make_interpreter(path, threads=1, use_xnnpack=False, runtime=runtime)
-
-
-def _tflite_shape(interpreter, index: int) -> Optional[tuple[int, ...]]:
+def _tflite_shape(graph, index: int, path: Path) -> Optional[tuple[int, ...]]:
     if index < 0:
         return None  # an optional input left out (no bias)
-    return tuple(int(d) for d in interpreter._get_tensor_details(int(index), 0)["shape"])  # noqa: SLF001
+    tensor = graph.tensors[index]
+    if any(d < 0 for d in tensor.shape_signature[1:]):
+        raise ModelLoadError(f"{Path(path).name} has a dynamic image size (tensor {tensor.name} is "
+                             f"{list(tensor.shape_signature)}): its MACs depend on the size it is run at")
+    return tuple(int(d) for d in tensor.shape)
 
 
 def _tflite_op_macs(name: str, inputs: list, out: tuple[int, ...]) -> int:
