@@ -1,6 +1,6 @@
 """Accuracy guard figures: inspect names the guilty layer, --fallback auto recovers the accuracy.
 
-On the broken-by-int8 model (converters/broken_model.py: the MNIST CNN with two outlier units in its
+On the broken-by-int8 model (tests/fixtures/broken_model.py: the MNIST CNN with two outlier units in its
 hidden layer, trained on the 4,000 bundled training digits) and, for contrast, the healthy embedded
 default: per-layer int8 error (TFLite QuantizationDebugger, ONNX Runtime qdq_loss_debug) on 100
 calibration digits, the fallback search for TFLite and ONNX within 0.5 pp on the 1,000 held-out digits
@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # fixtures: real-digit videos, the outlier model
+
 MAX_DROP = 0.5
 
 
@@ -33,7 +35,7 @@ def timed(call):
 
 
 def main() -> int:
-    from edgecnn.converters.broken_model import trained_outlier_cnn
+    from fixtures.broken_model import trained_outlier_cnn
     from edgecnn.converters.calib_audit import audit, expected_input_range
     from edgecnn.converters.fallback import auto_fallback
     from edgecnn.converters.inspect import Family, InspectOptions, inspect

@@ -22,9 +22,10 @@ from pathlib import Path
 import psutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # fixtures: real-digit videos, the outlier model
 
 from edgecnn.devices.live import Display, RunOptions, run  # noqa: E402
-from edgecnn.devices.videofile import digit_frames, write_video  # noqa: E402
+from fixtures.video import digit_frames, write_video  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 WARMUP = 500

@@ -38,11 +38,12 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # fixtures: real-digit videos, the outlier model
 
 from edgecnn.devices.base import RunnerOptions  # noqa: E402
 from edgecnn.devices.classify import Classifier  # noqa: E402
 from edgecnn.devices.live import Display, RunOptions, run  # noqa: E402
-from edgecnn.devices.videofile import digit_frames, write_video  # noqa: E402
+from fixtures.video import digit_frames, write_video  # noqa: E402
 from edgecnn.manifest import ColorOrder, Preprocessing  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"

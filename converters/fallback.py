@@ -54,13 +54,6 @@ class FallbackReport:
 
         return dict(_to_jsonable(self), met=self.met, kept_float=list(self.kept_float))
 
-    def rows(self) -> list[tuple[str, ...]]:
-        return [(str(i), ", ".join(s.keep_float) or "(none: full int8)", f"{s.accuracy * 100:.2f}",
-                 f"{s.drop_pp:+.2f}", f"{s.size_bytes / 1024:.1f}", f"{s.latency_ms:.3f}")
-                for i, s in enumerate(self.steps)]
-
-
-HEADERS = ("step", "kept in float", "accuracy %", "drop pp", "size KiB", "latency ms")
 
 Build = Callable[[tuple[str, ...], Path], None]          # write the model keeping these layers float
 Measure = Callable[[Path], tuple[float, float]]         # -> (accuracy, median latency ms)
@@ -196,7 +189,7 @@ def _tflite_plan(loaded: Any, calib: np.ndarray, io: str, per_channel: bool, sam
 def _tflite_measure(val_x: np.ndarray, val_y: np.ndarray, run: Run = None) -> Measure:
     def measure(path: Path) -> tuple[float, float]:
         from edgecnn.converters.inspect_tflite import encode_for  # noqa: PLC0415
-        from edgecnn.converters.tflite import make_interpreter  # noqa: PLC0415
+        from edgecnn.devices.litert import make_interpreter  # noqa: PLC0415
 
         from edgecnn.devices.base import RunnerOptions  # noqa: PLC0415
         from edgecnn.devices.runners import open_runner  # noqa: PLC0415

@@ -19,10 +19,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgecnn.converters.steps import export_savedmodel
-from edgecnn.converters.tflite import tflite_signature
+from edgecnn.converters.tflite import int8_converter
 from edgecnn.converters.inspect import InspectOptions, LayerError, keras_layer_names, layer_of, tensor_metrics
 
-_NUMERIC_VERIFY = "NumericVerify"  # a custom op: its name as the interpreter reports it
+_NUMERIC_VERIFY = "NumericVerify"  # the custom code of the debugger's verify ops
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,6 @@ def tflite_layer_errors(loaded: Any, samples: np.ndarray, options: InspectOption
     return rows, [f"QuantizationDebugger on {len(samples)} calibration samples, per-layer (NumericVerify)"]
 
 
-def calibrate(loaded: Any, samples: np.ndarray, per_channel: bool = True) -> Calibrated:
-    return run_debugger(loaded, samples, per_channel)[1]
-
-
 def run_debugger(loaded: Any, samples: np.ndarray, per_channel: bool = True) -> tuple[Any, Calibrated]:
     import tensorflow as tf  # noqa: PLC0415
 
@@ -66,11 +62,7 @@ def run_debugger(loaded: Any, samples: np.ndarray, per_channel: bool = True) -> 
 
     with tempfile.TemporaryDirectory(prefix="edgecnn-inspect-") as work:
         saved = _savedmodel(loaded, Path(work))
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=[tflite_signature(saved)])
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = dataset
-        if not per_channel:
-            converter._experimental_disable_per_channel = True  # noqa: SLF001 - the converter's only switch
+        converter = int8_converter(saved, samples, io=None, per_channel=per_channel)  # the pipeline's int8 setup
         with _quiet():
             debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=dataset)
             debugger.run()
@@ -78,63 +70,65 @@ def run_debugger(loaded: Any, samples: np.ndarray, per_channel: bool = True) -> 
 
 
 def _rows_from_debug_model(debugger: Any, samples: np.ndarray, known: Sequence[str]) -> list[LayerError]:
-    import tensorflow as tf  # noqa: PLC0415
+    from edgecnn.devices.flatbuf import read_graph  # noqa: PLC0415 - the one TFLite graph reader
+    from edgecnn.devices.litert import make_interpreter, resolve_runtime  # noqa: PLC0415
 
+    model = bytes(debugger.quant_model)
+    graph = _Graph(read_graph(model), known)
+    # TensorFlow's own interpreter: it registers the debugger's NumericVerify op.
     with _quiet():
-        interp = tf.lite.Interpreter(model_content=debugger.quant_model, experimental_preserve_all_tensors=True)
-    ops = interp._get_ops_details()  # noqa: SLF001 - the op graph; the debugger itself reads it this way
-    tensors = {t["index"]: t for t in interp.get_tensor_details()}
-    verify = [op for op in ops if op["op_name"] == _NUMERIC_VERIFY]
-    floats: dict[int, list] = {op["inputs"][0]: [] for op in verify}
-    quants: dict[int, list] = {op["inputs"][0]: [] for op in verify}
-    interp.allocate_tensors()
+        interp = make_interpreter(Path("debug model"), threads=1, use_xnnpack=False, content=model,
+                                  runtime=resolve_runtime("tensorflow.lite"), preserve_all_tensors=True)
+    verify = [op for op in graph.ops if op.custom == _NUMERIC_VERIFY]
+    floats: dict[int, list] = {op.inputs[0]: [] for op in verify}
+    quants: dict[int, list] = {op.inputs[0]: [] for op in verify}
     inp = interp.get_input_details()[0]
     for i in range(len(samples)):
         interp.set_tensor(inp["index"], encode_for(samples[i:i + 1], inp))
         interp.invoke()
         for op in verify:
-            q_idx, f_idx = op["inputs"][:2]
+            q_idx, f_idx = op.inputs[:2]
             quants[q_idx].append(np.array(interp.get_tensor(q_idx)))
             floats[q_idx].append(np.array(interp.get_tensor(f_idx)))
     stats = debugger.layer_statistics or {}
-    graph = _Graph(ops, tensors, known)
     rows = []
     for op in verify:
-        q_idx = op["inputs"][0]
-        scale, zero = _quant_params(tensors[q_idx])
+        q_idx = op.inputs[0]
+        tensor = graph.tensors[q_idx]
+        scale, zero = (float(tensor.scale[0]), int(tensor.zero_point[0])) if tensor.scale else (0.0, 0)
         dq = (np.concatenate(quants[q_idx]).astype(np.float64) - zero) * scale
         metrics = tensor_metrics(np.concatenate(floats[q_idx]), dq, scale, channel_axis=-1)
-        metrics["rmse_scale"] = _debugger_rmse_scale(stats, tensors[op["outputs"][0]]["name"], scale, metrics)
-        rows.append(LayerError(tensor=tensors[q_idx]["name"], layer=graph.layer(q_idx), op=graph.producer_op(q_idx),
-                               scale=float(scale), keep_float=graph.keep_float(q_idx), **metrics))
+        metrics["rmse_scale"] = _debugger_rmse_scale(stats, graph.tensors[op.outputs[0]].name, scale, metrics)
+        rows.append(LayerError(tensor=tensor.name, layer=graph.layer(q_idx), op=graph.producer_op(q_idx),
+                               scale=scale, keep_float=graph.keep_float(q_idx), **metrics))
     return rows
 
 
 class _Graph:
-    """Producer/consumer lookups over the debug model's ops, mapped to Keras layer names."""
+    """Producer/consumer lookups over a model's operators (devices/flatbuf.read_graph), mapped to Keras layers."""
 
-    def __init__(self, ops: list[dict], tensors: dict[int, dict], known: Sequence[str]) -> None:
-        self.ops, self.tensors, self.known = ops, tensors, known
-        self.producer = {t: op for op in ops for t in op["outputs"]}
+    def __init__(self, graph: Any, known: Sequence[str]) -> None:
+        self.ops, self.tensors, self.known = graph.operators, graph.tensors, known
+        self.producer = {t: op for op in self.ops for t in op.outputs}
 
     def producer_op(self, idx: int) -> str:
         op = self.producer.get(idx)
-        return op["op_name"] if op else "input"
+        return (op.custom or op.name) if op else "input"
 
     def layer(self, idx: int, depth: int = 0) -> str:
-        name = self.tensors[idx]["name"]
+        name = self.tensors[idx].name
         found = layer_of(name, self.known)
         if found in self.known or not self.known or depth > 4:
             return found
         op = self.producer.get(idx)  # an output tensor ("StatefulPartitionedCall:0"): the layer it came from
-        data_inputs = [i for i in (op or {}).get("inputs", []) if i >= 0 and i in self.tensors]
+        data_inputs = [i for i in (op.inputs if op else ()) if 0 <= i < len(self.tensors)]
         return self.layer(data_inputs[0], depth + 1) if data_inputs else found
 
     def keep_float(self, idx: int) -> tuple[str, ...]:
         layers = [self.layer(idx)]
         for op in self.ops:
-            if idx in op["inputs"] and op["op_name"] not in (_NUMERIC_VERIFY, "DEQUANTIZE"):
-                layers += [self.layer(out) for out in op["outputs"]]
+            if idx in op.inputs and op.custom != _NUMERIC_VERIFY and op.name != "DEQUANTIZE":
+                layers += [self.layer(out) for out in op.outputs]
         return tuple(dict.fromkeys(layers))
 
 
@@ -142,13 +136,11 @@ def denylist_for(calibrated: bytes, keep_float: Sequence[str], known: Sequence[s
     """Output tensor names of the calibrated model's ops that belong to the ``keep_float`` layers."""
     if not keep_float:
         return []
-    import tensorflow as tf  # noqa: PLC0415
+    from edgecnn.devices.flatbuf import read_graph  # noqa: PLC0415
 
-    with _quiet():
-        interp = tf.lite.Interpreter(model_content=calibrated)
-    graph = _Graph(interp._get_ops_details(), {t["index"]: t for t in interp.get_tensor_details()}, known)  # noqa: SLF001
+    graph = _Graph(read_graph(bytes(calibrated)), known)
     wanted = set(keep_float)
-    return [graph.tensors[t]["name"] for op in graph.ops for t in op["outputs"] if graph.layer(t) in wanted]
+    return [graph.tensors[t].name for op in graph.ops for t in op.outputs if graph.layer(t) in wanted]
 
 
 def _debugger_rmse_scale(stats: dict, verify_name: str, scale: float, metrics: dict) -> float:
@@ -156,15 +148,6 @@ def _debugger_rmse_scale(stats: dict, verify_name: str, scale: float, metrics: d
     if entry and scale > 0 and "mean_squared_error" in entry:
         return float(np.sqrt(entry["mean_squared_error"]) / scale)
     return metrics["rmse_scale"]
-
-
-def _quant_params(detail: dict) -> tuple[float, int]:
-    params = detail.get("quantization_parameters") or {}
-    scales, zeros = params.get("scales", []), params.get("zero_points", [])
-    if len(scales):
-        return float(scales[0]), int(zeros[0])
-    scale, zero = detail.get("quantization", (0.0, 0))
-    return float(scale), int(zero)
 
 
 def encode_for(x: np.ndarray, detail: dict) -> np.ndarray:

@@ -14,16 +14,11 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from edgecnn.errors import InputPathError, ModelLoadError, UnsafeModelError
+from edgecnn.errors import InputPathError, ModelLoadError, UnsafeModelError, first_line
 from edgecnn.fileio import sha256_of
 
 KERAS_SUFFIXES = (".keras",)
 H5_SUFFIXES = (".h5", ".hdf5")
-# Layers that only act in training; at inference (training=False) they are the identity.
-TRAINING_ONLY_LAYERS = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
-                        "GaussianDropout", "AlphaDropout", "RandomZoom", "RandomContrast", "RandomRotation",
-                        "RandomFlip", "RandomTranslation", "RandomCrop", "RandomBrightness")
-
 
 @dataclass(frozen=True)
 class LoadedModel:
@@ -152,7 +147,7 @@ def _load_keras(path: Path, unsafe: bool, kind: str, config: dict[str, Any]) -> 
     except (TypeError, ValueError) as exc:
         raise _explain_keras_error(path, exc, config) from None
     except (OSError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        raise ModelLoadError(f"cannot load {path} ({type(exc).__name__}: {_first_line(exc)})",
+        raise ModelLoadError(f"cannot load {path} ({type(exc).__name__}: {first_line(exc, 200)})",
                              "the file may be truncated or not a Keras model") from None
     if not isinstance(model, keras.Model) or len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ModelLoadError(f"{path} must be a model with one input and one output", "edgecnn converts single-input classifiers")
@@ -174,7 +169,7 @@ def _custom_layers(config: dict[str, Any]) -> list[str]:
 
 
 def _explain_keras_error(path: Path, exc: Exception, config: dict[str, Any]) -> ModelLoadError:
-    text = _first_line(exc)
+    text = first_line(exc, 200)
     custom = _custom_layers(config)
     if custom:
         return ModelLoadError(f"{path} uses custom layer {', '.join(custom[:3])} that Keras cannot rebuild",
@@ -193,7 +188,7 @@ def _load_savedmodel(path: Path) -> LoadedModel:
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as exc:  # noqa: BLE001 - TF raises many unrelated types for a bad SavedModel
-        raise ModelLoadError(f"cannot load SavedModel {path} ({type(exc).__name__}: {_first_line(exc)})",
+        raise ModelLoadError(f"cannot load SavedModel {path} ({type(exc).__name__}: {first_line(exc, 200)})",
                              "re-export it with model.export(dir)") from None
     signature = getattr(loaded, "signatures", {}).get("serving_default")
     if signature is None:
@@ -223,11 +218,6 @@ def _shape(shape: Any, what: str) -> tuple[int, ...]:
 def _model_name(name: Optional[str], path: Path) -> str:
     stem = path.name if path.is_dir() else path.stem
     return (name if name and not name.startswith(("sequential", "functional", "model")) else stem) or "model"
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return (lines[0] if lines else type(exc).__name__)[:200]
 
 
 def _import_keras():

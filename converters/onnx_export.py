@@ -23,14 +23,14 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from edgecnn.errors import ConversionError, InputPathError, ModelLoadError, OutputPathError
+from edgecnn.errors import ConversionError, InputPathError, ModelLoadError, OutputPathError, first_line
 from edgecnn.fileio import atomic_path
-from edgecnn.manifest import TensorSpec
+from edgecnn.manifest import EMBEDDED_KEY, TensorSpec
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 DEFAULT_OPSET = 17  # per-channel QDQ needs >= 13; a runtime older than opset 17 can be given a lower --opset
-MANIFEST_KEY = "edgecnn_manifest"
+MANIFEST_KEY = EMBEDDED_KEY
 # Layers that are the identity at inference. RandomCrop is not here: at inference it crops/resizes.
 TRAINING_ONLY_LAYERS = frozenset({
     "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "AlphaDropout", "GaussianDropout",
@@ -161,7 +161,7 @@ def _convert_saved_model(saved_model: Path, out: Path, opset: int) -> None:
                                       opset=opset, tensors_to_rename=renames)
     except Exception as exc:  # noqa: BLE001 - TensorFlow and tf2onnx raise many types; report one line
         raise ConversionError(f"tf2onnx failed to convert the SavedModel ({type(exc).__name__}: "
-                              f"{_first_line(str(exc))})",
+                              f"{first_line(str(exc))})",
                               "see whether every layer has an ONNX equivalent, or try another --opset") from None
     _refuse_unconverted(proto)
     onnx.save(proto, str(out))
@@ -207,7 +207,7 @@ def _write_renamed(raw: Path, dest: Path) -> None:
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
-        raise ConversionError(f"tf2onnx produced an invalid ONNX model ({_first_line(str(exc))})") from None
+        raise ConversionError(f"tf2onnx produced an invalid ONNX model ({first_line(str(exc))})") from None
     onnx.save(model, str(dest))
 
 
@@ -242,11 +242,6 @@ def _tensor_spec(value: Any) -> TensorSpec:
     dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
     shape = tuple(dim.dim_value if dim.HasField("dim_value") else -1 for dim in tensor_type.shape.dim)
     return TensorSpec(name=value.name, shape=shape, dtype=dtype)
-
-
-def _first_line(text: str) -> str:
-    stripped = text.strip()
-    return stripped.splitlines()[0][:300] if stripped else "no message"
 
 
 def _signatures(saved_model: Path) -> list[str] | None:

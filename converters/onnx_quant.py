@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from edgecnn.errors import ConversionError, DataError, OutputPathError, UnknownNameError, UsageError
+from edgecnn.errors import ConversionError, DataError, OutputPathError, UnknownNameError, UsageError, first_line
 from edgecnn.fileio import atomic_path
 from edgecnn.registry import lookup
 
@@ -141,7 +141,7 @@ def _pre_process(fp32: Path, prepared: Path) -> None:
         quant_pre_process(str(fp32), str(prepared))
     except Exception as exc:  # noqa: BLE001 - onnx/onnxruntime raise many types
         raise ConversionError(f"ONNX pre-processing for quantization failed ({type(exc).__name__}: "
-                              f"{_first_line(str(exc))})") from None
+                              f"{first_line(str(exc))})") from None
 
 
 def _batch_size(prepared: Path, input_shape: tuple[int, ...]) -> int:
@@ -217,7 +217,7 @@ def _quantize(prepared: Path, out: Path, reader: Any, method: CalibrationMethod,
                             calibrate_method=ort_method, extra_options=extra)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types
         raise ConversionError(f"ONNX Runtime static quantization ({method.value}) failed "
-                              f"({type(exc).__name__}: {_first_line(str(exc))})") from None
+                              f"({type(exc).__name__}: {first_line(str(exc))})") from None
     if not out.is_file():
         raise ConversionError("ONNX Runtime quantization wrote no model")
 
@@ -254,8 +254,3 @@ def _quiet_ort_prints() -> Iterator[None]:
             yield
         finally:
             chatter.flush()
-
-
-def _first_line(text: str) -> str:
-    stripped = text.strip()
-    return stripped.splitlines()[0][:300] if stripped else "no message"

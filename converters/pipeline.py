@@ -22,13 +22,15 @@ from edgecnn.data import Dataset, load_dataset
 from edgecnn.errors import (AccuracyBudgetError, ConversionError, ConversionFailedError, DataError, EdgecnnError,
                             InputPathError, UsageError)
 from edgecnn.interrupts import InterruptGuard, interrupt_guard
-from edgecnn.fileio import check_writable_dir, process_alive, refuse_overwrite, sha256_of, write_text_atomic
+from edgecnn.fileio import (check_writable_dir, process_alive, read_labels, refuse_overwrite, sha256_of,
+                            write_text_atomic)
 from edgecnn.manifest import (MANIFEST_NAME, ArtifactEntry, ColorOrder, FailedArtifact, Interpolation, Manifest,
                               OutputKind, ResizeMode)
 from edgecnn.native_log import NativeLog, command_log
 from edgecnn.preprocess import class_count
 
 from edgecnn.converters import calibration as cal
+from edgecnn.converters.calibration_methods import CALIBRATION_METHODS
 from edgecnn.converters.formats import FormatSpec, IoType, parse_formats
 from edgecnn.converters.progress import ProgressReporter
 from edgecnn.converters.steps import BuildJob, BuiltArtifact, build_artifact
@@ -38,12 +40,11 @@ from edgecnn.devices.cluster import ClusterOptions
 
 DEFAULT_CALIB_SAMPLES = 200
 LOG_NAME = "convert.log"  # TensorFlow's, the converters' and tf2onnx's own output, beside the artifacts
-CALIB_METHODS = ("minmax", "entropy", "percentile")
 
 
 class FallbackMode(str, Enum):
     NONE = "none"
-    AUTO = "auto"  # keep the most harmful layers in float until --max-drop is met (issue 5 wires it)
+    AUTO = "auto"  # keep the most harmful layers in float until --max-drop is met
 
 
 @dataclass(frozen=True)
@@ -229,10 +230,10 @@ def _remove_stale_staging(out_dir: Path) -> None:
 
 
 def _check_options(options: ConvertOptions) -> None:
-    if options.calib_method not in CALIB_METHODS:
+    if options.calib_method not in CALIBRATION_METHODS:
         from edgecnn.registry import lookup  # noqa: PLC0415
 
-        lookup({m: m for m in CALIB_METHODS}, options.calib_method, "calibration method")
+        lookup(CALIBRATION_METHODS, options.calib_method, "calibration method")
     _onnx_settings(options)  # an unknown --onnx-target is refused before anything is loaded
     if options.calib_samples <= 0:
         raise UsageError(f"--calib-samples {options.calib_samples} must be positive")
@@ -280,7 +281,7 @@ def _load_data(calib, val) -> tuple[Optional[Dataset], Optional[Dataset]]:
 def _labels(labels_file: Optional[Path], dataset: Optional[Dataset], classes: int) -> tuple[str, ...]:
     """One label per class (a one-unit binary head has two: class 0 below p = 0.5, class 1 at or above)."""
     if labels_file is not None:
-        labels = _read_labels(Path(labels_file))
+        labels = read_labels(Path(labels_file))
         if len(labels) != classes:
             raise DataError(f"labels file {labels_file} has {len(labels)} labels but the model has {classes} classes",
                             "give one label per line, one per class, in output order (a binary model: two lines, "
@@ -289,16 +290,6 @@ def _labels(labels_file: Optional[Path], dataset: Optional[Dataset], classes: in
     if dataset is not None and dataset.class_names and len(dataset.class_names) == classes:
         return tuple(dataset.class_names)
     return tuple(str(i) for i in range(classes))
-
-
-def _read_labels(path: Path) -> tuple[str, ...]:
-    if not path.is_file():
-        raise InputPathError(f"labels file {path} does not exist", "give a text file with one label per line")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read labels file {path} ({type(exc).__name__})", "save it as UTF-8 text") from None
-    return tuple(line.strip() for line in lines if line.strip())
 
 
 def _check_label_values(data: Optional[cal.ModelInputs], num_classes: int) -> None:
@@ -371,7 +362,7 @@ def _verify(built: BuiltArtifact, spec: FormatSpec, data, manifest: Manifest, re
 
 
 def _needs_fallback(spec: FormatSpec, verification, options: ConvertOptions) -> bool:
-    """--fallback auto applies to an int8 artifact whose measured drop exceeds --max-drop (issue 5)."""
+    """--fallback auto applies to an int8 artifact whose measured drop exceeds --max-drop."""
     return (options.fallback == FallbackMode.AUTO and spec.precision == "int8" and options.max_drop is not None
             and verification is not None and verification.drop_pp is not None
             and verification.drop_pp > options.max_drop)

@@ -1,6 +1,6 @@
 """One format built from one model: the per-format step of the pipeline.
 
-``build_artifact`` is deliberately small so that the fallback search (``--fallback auto``, issue 5) can
+``build_artifact`` is deliberately small so that the fallback search (``--fallback auto``) can
 wrap it: call it again with ``job.keep_float`` naming layers to keep in float until --max-drop is met.
 """
 from __future__ import annotations

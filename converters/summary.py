@@ -60,7 +60,7 @@ def summary_table(manifest: Manifest, title: Optional[str] = None):
     caption += f"; head: {manifest.output_kind.value}"
     if any(r["status"] == "failed" for r in rows):
         caption += "; FAILED: refused, not written (reason below)"
-    table = Table(title=title or f"edgecnn convert: {manifest.model_name}", caption=caption)
+    table = Table(title=title or f"edgecnn convert: {manifest.model_name}", caption=caption, caption_justify="left")
     table.add_column("artifact", no_wrap=True, min_width=14)
     for column in ("size", "vs fp32", "agree", "max diff", "accuracy", "drop"):
         table.add_column(column, justify="right", no_wrap=True)

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
 from edgecnn.errors import ConversionError
-from edgecnn.manifest import TensorSpec
+from edgecnn.manifest import EMBEDDED_KEY, TensorSpec
 
 from edgecnn.converters.formats import IoType
 from edgecnn.converters.steps import BuildJob, BuiltArtifact, ensure_savedmodel
 
-METADATA_NAME = "edgecnn_manifest"
-_IO_DTYPES = {IoType.INT8: "int8", IoType.UINT8: "uint8", IoType.FLOAT: "float32"}
+METADATA_NAME = EMBEDDED_KEY
 
 
 def build(job: BuildJob) -> BuiltArtifact:
@@ -47,15 +46,16 @@ def convert_bytes(savedmodel_dir: Path, precision: str, calib_inputs: np.ndarray
     from edgecnn.converters import diagnose  # noqa: PLC0415
     from edgecnn.native_log import active  # noqa: PLC0415
 
-    converter = _converter(tf, savedmodel_dir)
+    if precision == "int8":
+        converter = int8_converter(savedmodel_dir, calib_inputs, io, per_channel, progress)
+    else:
+        converter = _converter(tf, savedmodel_dir)
     if precision == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
     elif precision == "dynamic":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif precision == "int8":
-        _set_full_integer(tf, converter, calib_inputs, io, per_channel, progress)
-    elif precision != "fp32":
+    elif precision not in ("fp32", "int8"):
         raise ConversionError(f"unknown TFLite precision '{precision}'")
     log = active()
     mark = log.size() if log is not None else 0
@@ -84,17 +84,27 @@ def tflite_signature(savedmodel_dir: Path) -> str:
     return STATIC_BATCH_SIGNATURE if STATIC_BATCH_SIGNATURE in keys else "serving_default"
 
 
-def _set_full_integer(tf, converter, calib_inputs: np.ndarray, io: IoType, per_channel: bool, progress=None) -> None:
+def int8_converter(savedmodel_dir: Path, calib_inputs: np.ndarray, io: Optional[IoType] = IoType.INT8,
+                   per_channel: bool = True, progress=None):
+    """The one full-integer TFLiteConverter setup: the SavedModel's TFLite signature, the representative dataset
+    (``calib_inputs``, float32 (N, ...) model input, one sample per step), per-channel weights unless told
+    otherwise, int8 builtins only and ``io`` as the input/output type. ``io=None`` leaves the ops and I/O types
+    open, as the QuantizationDebugger wants them. Raises ConversionError without calibration data."""
+    import tensorflow as tf  # noqa: PLC0415
+
     if calib_inputs is None or len(calib_inputs) == 0:
         raise ConversionError("int8 conversion needs calibration data", "pass --calib DATA")
+    converter = _converter(tf, savedmodel_dir)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: _representative(calib_inputs, progress)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    io_type = {IoType.INT8: tf.int8, IoType.UINT8: tf.uint8, IoType.FLOAT: tf.float32}[IoType(io)]
-    converter.inference_input_type = io_type
-    converter.inference_output_type = io_type
     if not per_channel:
         converter._experimental_disable_per_channel = True  # noqa: SLF001 - the converter's only switch for it
+    if io is not None:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        io_type = {IoType.INT8: tf.int8, IoType.UINT8: tf.uint8, IoType.FLOAT: tf.float32}[IoType(io)]
+        converter.inference_input_type = io_type
+        converter.inference_output_type = io_type
+    return converter
 
 
 def _representative(calib_inputs: np.ndarray, progress=None) -> Iterator[list[np.ndarray]]:
@@ -107,7 +117,9 @@ def _representative(calib_inputs: np.ndarray, progress=None) -> Iterator[list[np
 
 def tflite_io_specs(path: Path) -> tuple[TensorSpec, TensorSpec]:
     """Input and output TensorSpec (shape with batch 1, dtype, scale/zero point) as the interpreter sees them."""
-    interpreter = make_interpreter(Path(path))
+    from edgecnn.devices.litert import make_interpreter  # noqa: PLC0415 - the one interpreter factory
+
+    interpreter = make_interpreter(Path(path), threads=1)
     return _spec(interpreter.get_input_details()[0]), _spec(interpreter.get_output_details()[0])
 
 
@@ -116,22 +128,6 @@ def _spec(detail: dict) -> TensorSpec:
     shape = tuple(int(d) for d in detail["shape"])
     return TensorSpec(name=str(detail["name"]), shape=(1, *shape[1:]), dtype=np.dtype(detail["dtype"]).name,
                       scale=float(scale), zero_point=int(zero))
-
-
-def make_interpreter(path: Path, threads: int | None = None):
-    """A LiteRT interpreter (ai_edge_litert, else tflite_runtime, else tf.lite), tensors allocated."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
-    except ImportError:
-        try:
-            from tflite_runtime.interpreter import Interpreter  # noqa: PLC0415
-        except ImportError:
-            import tensorflow as tf  # noqa: PLC0415
-
-            Interpreter = tf.lite.Interpreter  # noqa: N806
-    interpreter = Interpreter(model_path=str(path), num_threads=threads)
-    interpreter.allocate_tensors()
-    return interpreter
 
 
 def embed_metadata(path: Path, text: str) -> bool:
@@ -156,14 +152,11 @@ def embed_metadata(path: Path, text: str) -> bool:
 
 
 def read_metadata(path: Path) -> dict[str, Any] | None:
-    """The manifest mapping ``embed_metadata`` stored, or None."""
-    from tensorflow.lite.tools import flatbuffer_utils  # noqa: PLC0415
+    """The manifest mapping ``embed_metadata`` stored, or None (read by the device side's flatbuffer reader)."""
+    from edgecnn.devices.flatbuf import read_metadata as read_entry  # noqa: PLC0415
 
-    model = flatbuffer_utils.read_model(str(path))
-    for entry in model.metadata or []:
-        if _decode(entry.name) == METADATA_NAME:
-            return json.loads(bytes(model.buffers[entry.buffer].data).decode("utf-8"))
-    return None
+    text = read_entry(Path(path).read_bytes(), METADATA_NAME)
+    return None if text is None else json.loads(text)
 
 
 def _decode(name: Any) -> str:

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from edgecnn.manifest import OutputKind, Preprocessing, TensorSpec, Verification
-from edgecnn.preprocess import InputEncoder, decode_scores, dequantize, encode_float, is_binary, top1
+from edgecnn.preprocess import decode_scores, dequantize, encode, is_binary, top1
 
 from edgecnn.converters.calibration import ModelInputs
 
@@ -28,7 +28,6 @@ Progress = Callable[[int], None]  # called with the number of samples just done
 # Raw outputs of an artifact for encoded samples: (path, family, encoded, progress) -> outputs. The default runs
 # here (_run_artifact); ``--ray`` passes one that runs the same batches as chunks on a cluster.
 RunArtifact = Callable[[Path, str, np.ndarray, Optional[Progress]], np.ndarray]
-FAMILY_TARGET = {"tflite": "cpu", "onnx": "onnx-cpu"}  # the device target an artifact is verified on
 FLOAT_PRECISIONS = ("fp32", "fp16")
 # How far a float artifact's raw outputs may stray from Keras, as a share of the output range.
 FLOAT_REL_TOLERANCE = {"fp32": 1e-3, "fp16": 5e-2}
@@ -54,10 +53,7 @@ def reference_outputs(model, data: ModelInputs) -> np.ndarray:
 
 def encode_inputs(data: ModelInputs, prep: Preprocessing, spec: TensorSpec) -> np.ndarray:
     """Samples in the artifact's input dtype: uint8 pixels through the device encoder, or float arrays."""
-    if data.pixels is not None:
-        encoded = InputEncoder.build(prep, spec)(data.pixels)
-    else:
-        encoded = encode_float(data.inputs, spec)
+    encoded = encode(data.pixels if data.pixels is not None else data.inputs, prep, spec)
     return encoded.reshape(len(data), *data.inputs.shape[1:])
 
 
@@ -182,8 +178,10 @@ def cluster_run(cluster, placements: Optional[list] = None) -> Optional[RunArtif
     if cluster is None:
         return None
 
+    from edgecnn.devices.runners import cpu_target  # noqa: PLC0415
+
     def run(path: Path, family: str, batch: np.ndarray, progress: Optional[Progress] = None) -> np.ndarray:
-        raw, placement = cluster.run(path, FAMILY_TARGET[family], batch, BATCH, progress)
+        raw, placement = cluster.run(path, cpu_target(family), batch, BATCH, progress)
         if placements is not None:
             placements.append(placement)
         return raw
@@ -194,9 +192,9 @@ def cluster_run(cluster, placements: Optional[list] = None) -> Optional[RunArtif
 def _run_artifact(path: Path, family: str, batch: np.ndarray, progress: Optional[Progress]) -> np.ndarray:
     """Raw outputs of the artifact for ``batch``, in chunks, through the device runner for its format."""
     from edgecnn.devices.base import RunnerOptions  # noqa: PLC0415
-    from edgecnn.devices.runners import open_runner  # noqa: PLC0415
+    from edgecnn.devices.runners import cpu_target, open_runner  # noqa: PLC0415
 
-    target = FAMILY_TARGET[family]
+    target = cpu_target(family)
     # probe=False: the file was written by this process a moment ago, there is no untrusted input to isolate.
     with open_runner(path, target, RunnerOptions(probe=False)) as runner:
         chunks = []

@@ -10,15 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from edgecnn.fileio import cache_dir  # noqa: F401 - its home is the core; re-exported for callers here
 from edgecnn.registry import lookup
-
-
-def cache_dir() -> Path:
-    """Where trained models are kept: $EDGECNN_CACHE, else ~/.cache/edgecnn."""
-    root = os.environ.get("EDGECNN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "edgecnn")
-    path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _keras():

@@ -1,12 +1,20 @@
 """The Classifier used by ``edgecnn run`` and ``edgecnn bench``: a runner + the manifest's pre/post-processing.
 
 Everything per frame is in ``classify``: geometry and colour (edgecnn.preprocess.prepare_pixels), one table
-lookup into a buffer allocated once (the same table InputEncoder builds, so values equal convert's
-verification), the runner, then dequantize/softmax/top-k (edgecnn.preprocess). The manifest is checked
-against what the loaded model really reports, so a manifest for another model is refused, not trusted.
+lookup written straight into the runtime's input tensor where the runner offers it (LiteRT), else into a
+buffer allocated once (the same table InputEncoder builds, so values equal convert's verification), the
+runner, then dequantize/softmax/top-k (edgecnn.preprocess). The manifest is checked against what the loaded
+model really reports, so a manifest for another model is refused, not trusted.
+
+The manifest is the one given, else ``manifest.json`` beside the model, else the copy embedded in the model
+file at conversion (so one .tflite or .onnx file is enough to deploy). The embedded copy was written before
+the artifact existed, so it lists no artifacts and no SHA-256 of the file: with it there is no hash check
+(nor a check of the declared quantization); the load checks (flatbuffer walk, probe, warm-up) still run.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,19 +23,21 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from edgecnn.devices.base import Runner, RunnerOptions
-from edgecnn.errors import DataError, InputPathError, ManifestError
-from edgecnn.fileio import sha256_of
+from edgecnn.errors import DataError, InputPathError, ManifestError, UsageError
+from edgecnn.fileio import read_labels, sha256_of  # noqa: F401 - read_labels: part of this module's API
 from edgecnn.manifest import ColorOrder, Layout, Manifest, OutputKind, Preprocessing, TensorSpec, find_manifest
+from edgecnn.prepchoice import PrepChoice
 from edgecnn.preprocess import (InputEncoder, above, class_count, decode_scores, prepare_batch, prepare_pixels,
                                 resize_image, top_k)
 
-MAX_LABELS_BYTES = 4 * 1024 * 1024
-NO_PREPROCESSING_HINT = ("pass --manifest PATH, or the preprocessing options --size HxW [--color --resize --scale "
-                         "--mean --std] (in Python: Classifier.open(..., prep=Preprocessing(...)))")
+class NotAClassifierError(UsageError):
+    """The model is not a single-output image classifier (a detector, a segmenter): it cannot be classified with."""
 
 
 @dataclass(frozen=True)
 class Prediction:
+    """One class of a result: index into the labels, label, score (probability, 0..1)."""
+
     index: int
     label: str
     score: float
@@ -35,6 +45,8 @@ class Prediction:
 
 @dataclass(frozen=True)
 class StageTimes:
+    """Milliseconds spent per stage on one frame (perf_counter)."""
+
     preprocess_ms: float
     inference_ms: float
     postprocess_ms: float
@@ -46,6 +58,8 @@ class StageTimes:
 
 @dataclass(frozen=True)
 class ClassifyResult:
+    """The top-k predictions of one frame, best first, and the stage times."""
+
     top: tuple[Prediction, ...]  # best first
     times: StageTimes
     # A multi-label head: every class whose score reaches the threshold (best first); None for other heads.
@@ -68,21 +82,6 @@ def _prediction_dict(p: Prediction) -> dict[str, Any]:
     return {"index": p.index, "label": p.label, "score": round(p.score, 6)}
 
 
-def read_labels(path: Path) -> tuple[str, ...]:
-    """One label per line (data only; blank lines skipped)."""
-    path = Path(path)
-    try:
-        if path.stat().st_size > MAX_LABELS_BYTES:
-            raise ManifestError(f"labels file {path} is larger than 4 MiB", "give one label per line")
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"cannot read labels file {path} ({exc})") from None
-    labels = tuple(line.strip() for line in text.splitlines() if line.strip())
-    if not labels:
-        raise ManifestError(f"labels file {path} holds no labels", "give one label per line")
-    return labels
-
-
 def _load_manifest(model_path: Path, manifest: Union[Manifest, Path, str, None]) -> Optional[Manifest]:
     if isinstance(manifest, Manifest):
         return manifest
@@ -90,6 +89,19 @@ def _load_manifest(model_path: Path, manifest: Union[Manifest, Path, str, None])
         return Manifest.read(Path(manifest))
     found = find_manifest(model_path)
     return Manifest.read(found) if found else None
+
+
+def embedded_manifest(runner: Runner) -> Optional[Manifest]:
+    """The manifest embedded in the loaded model at conversion (no artifact entries, so no hash), or None."""
+    text = runner.embedded_manifest()
+    if not text:
+        return None
+    try:
+        raw = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ManifestError(f"the manifest embedded in {runner.model_path.name} is not valid JSON ({exc})"[:300],
+                            "re-run edgecnn convert, or put its manifest.json beside the model") from None
+    return Manifest.from_dict(raw)
 
 
 def _same_quantization(a: TensorSpec, b: TensorSpec) -> bool:
@@ -109,14 +121,17 @@ def check_against_model(runner: Runner, prep: Preprocessing, labels: Sequence[st
     """Refuse (ManifestError) preprocessing/labels/manifest that do not describe the loaded model."""
     name = runner.model_path.name
     model_shape = tuple(runner.input.shape[1:])
-    if tuple(prep.input_shape()) != model_shape:
-        raise ManifestError(f"preprocessing produces {prep.input_shape()} but {name} takes {model_shape}",
-                            "use the manifest written with this model, or fix the preprocessing options")
+    produced = tuple(prep.input_shape())
+    if len(produced) != len(model_shape) or any(m >= 0 and m != p for m, p in zip(model_shape, produced)):
+        raise ManifestError(f"preprocessing produces {produced} but {name} takes {model_shape}",
+                            "use the manifest written with this model, or fix the preprocessing options"
+                            if manifest is not None else "fix the preprocessing options (--size, --color, --layout)")
     units = output_units(runner)
     classes = class_count(kind, units) if units else 0
     if classes > 0 and len(labels) != classes:
         raise ManifestError(f"{len(labels)} labels given but {name} has {classes} classes ({kind.value} head "
-                            f"of {units} output(s))", "use the manifest or labels file written with this model")
+                            f"of {units} output(s))", "use the manifest or labels file written with this model"
+                            if manifest is not None else f"give --labels FILE with {classes} lines, one per class")
     if manifest is None:
         return
     if tuple(manifest.input_shape) != model_shape:
@@ -125,7 +140,7 @@ def check_against_model(runner: Runner, prep: Preprocessing, labels: Sequence[st
     entry = next((a for a in manifest.artifacts if Path(a.file).name == name), None)
     if entry is None:
         return
-    if entry.sha256 and sha256_of(runner.model_path) != entry.sha256:
+    if entry.sha256 and (runner.sha256 or sha256_of(runner.model_path)) != entry.sha256:
         # A damaged artifact can load and still answer wrongly; the hash written at conversion catches it.
         raise ManifestError(f"{name} does not match the SHA-256 its manifest records: the file was modified or "
                             "corrupted after conversion", "re-run edgecnn convert, or pass the manifest written with it")
@@ -156,10 +171,15 @@ class Classifier:
         self.threshold = float(threshold)
         self.manifest = manifest
         self.encoder = InputEncoder.build(prep, runner.input)
-        self._uniform = self.encoder.table.shape[0] == 1 or not np.any(self.encoder.table != self.encoder.table[:1])
-        # One frame's input tensor, reused for every frame.
-        self._buffer = np.empty((1, prep.height, prep.width, prep.channels), dtype=self.encoder.table.dtype)
+        self.notices: tuple[str, ...] = ()  # what was assumed or read from a file without a manifest
+        self.precision = ""  # read from a file without a manifest (devices/model_info.py)
         layout = Layout(prep.layout)
+        # One frame's input tensor, reused for every frame; channels first for an NCHW model, so the table
+        # lookup writes each channel plane straight into it (no transposed copy per frame).
+        shape = (1, prep.channels, prep.height, prep.width) if layout == Layout.NCHW else \
+            (1, prep.height, prep.width, prep.channels)
+        self._buffer = np.empty(shape, dtype=self.encoder.table.dtype)
+        self._shape4 = self._buffer.shape
         self._batch_view = self._buffer
         if layout == Layout.FLAT:
             self._batch_view = self._buffer.reshape(1, -1)
@@ -167,16 +187,21 @@ class Classifier:
             self._batch_view = self._buffer.reshape(1, prep.height, prep.width)
         self._channels_first = layout == Layout.NCHW
         self._cv2 = _optional_cv2()
-        # 8-bit inputs with one table for all channels: OpenCV's LUT writes straight into the buffer (2x np.take).
-        self._lut8 = self.encoder.table[0].view(np.uint8) if self._uniform and self.encoder.table.itemsize == 1 else None
-        self._buffer_u8 = self._buffer.view(np.uint8)[0]
+        # 8-bit inputs with one table for all channels: OpenCV's LUT writes straight into the tensor (2x np.take).
+        self._lut8 = self.encoder.table[0].view(np.uint8) if self.encoder.uniform and self.encoder.table.itemsize == 1 else None
+        self._fused = self._lut8 is not None and self._cv2 is not None and prep.channels == 3
 
     @classmethod
     def open(cls, model_path: Path | str, target: str = "cpu", options: RunnerOptions = RunnerOptions(),
-             manifest: Union[Manifest, Path, str, None] = None, prep: Optional[Preprocessing] = None,
+             manifest: Union[Manifest, Path, str, None] = None, prep: Union[Preprocessing, PrepChoice, None] = None,
              labels: Union[Sequence[str], Path, str, None] = None, top_k: int = 5,
              output_kind: Optional[OutputKind] = None, threshold: float = 0.5) -> "Classifier":
-        """Load ``model_path`` on ``target`` with the sidecar manifest (or the given one / explicit ``prep``)."""
+        """Load ``model_path`` on ``target`` with the sidecar manifest (or the given one, or the one embedded in
+        the file); ``prep``: a Preprocessing used as it is, or a PrepChoice of options that override the
+        manifest's or, for a file without one, complete what the file says (devices/model_info.py). What was
+        assumed or read from the file is listed in ``notices``. Raises NotAClassifierError for a model that is
+        not a single-output classifier (a detector, a segmenter)."""
+        from edgecnn.devices.model_info import SUPPORTED, resolve_setup
         from edgecnn.devices.runners import open_runner
 
         model_path = Path(model_path)
@@ -184,17 +209,22 @@ class Classifier:
             raise InputPathError(f"model file {model_path} does not exist" if not model_path.exists()
                                  else f"{model_path} is not a model file", "give the path of a .tflite or .onnx artifact")
         loaded = _load_manifest(model_path, manifest)
-        if loaded is None and prep is None:
-            raise ManifestError(f"{model_path.name} has no manifest.json beside it and no preprocessing was given",
-                                NO_PREPROCESSING_HINT)
+        size = prep.size if isinstance(prep, PrepChoice) else (
+            (prep.height, prep.width) if isinstance(prep, Preprocessing) else None)
+        if size is not None and options.input_hw is None:
+            options = dataclasses.replace(options, input_hw=tuple(size))
         runner = open_runner(model_path, target, options)
         try:
-            prep = prep or loaded.preprocessing
-            prep.validate()
-            kind = OutputKind(output_kind or (loaded.output_kind if loaded else OutputKind.PROBABILITIES))
-            names = _labels(labels, loaded, runner, kind)
-            check_against_model(runner, prep, names, loaded, kind)
-            return cls(runner, prep, names, kind, top_k, loaded, threshold)
+            if loaded is None and not isinstance(prep, Preprocessing):
+                loaded = embedded_manifest(runner)
+            setup = resolve_setup(runner, loaded, prep, labels, output_kind)
+            if setup.problem:
+                raise NotAClassifierError(setup.problem, f"{SUPPORTED}; edgecnn bench still measures its latency")
+            check_against_model(runner, setup.prep, setup.labels, loaded, setup.kind)
+            classifier = cls(runner, setup.prep, setup.labels, setup.kind, top_k, loaded, threshold)
+            classifier.notices = setup.notices
+            classifier.precision = setup.info.precision if setup.info is not None else ""
+            return classifier
         except BaseException:
             runner.close()
             raise
@@ -204,41 +234,80 @@ class Classifier:
         """A raw frame -> (H, W, C) uint8 pixels in the model's colour order and size (= prepare_pixels)."""
         if not isinstance(frame, np.ndarray):
             raise DataError(f"frame is a {type(frame).__name__}, not an image array")
-        if (frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3 and frame.size
-                and self.prep.color != ColorOrder.GRAY and ColorOrder(source_color) != ColorOrder.GRAY):
+        if (_colour_frame(frame) and self.prep.color != ColorOrder.GRAY
+                and ColorOrder(source_color) != ColorOrder.GRAY):
             # Resizing works per channel, so resizing first and swapping RGB<->BGR on the small image gives
             # the same bytes as prepare_pixels, without copying a reversed full-size frame (5 ms at 640x480).
-            small = resize_image(frame, self.prep.height, self.prep.width, self.prep.resize, self.prep.interpolation)
+            small = resize_image(frame, self.prep.height, self.prep.width, self.prep.resize, self.prep.interpolation,
+                                 pad_value=self.prep.pad_value)
             if ColorOrder(source_color) == self.prep.color:
                 return small
             return self._cv2.cvtColor(small, self._cv2.COLOR_BGR2RGB) if self._cv2 else small[:, :, ::-1]
         return prepare_pixels(frame, self.prep, source_color)
 
-    def _encode_into_buffer(self, pixels: np.ndarray) -> np.ndarray:
-        batch = self._encode_nhwc(pixels)
-        return np.ascontiguousarray(self._buffer.transpose(0, 3, 1, 2)) if self._channels_first else batch
-
-    def _encode_nhwc(self, pixels: np.ndarray) -> np.ndarray:
-        table = self.encoder.table
+    def _write_pixels(self, pixels: np.ndarray, target: np.ndarray) -> None:
+        """(H, W, C) uint8 pixels -> ``target`` (1, H, W, C) in the input's dtype, written in place by the
+        shared encoder's table (OpenCV's LUT applies the same table faster when there is one for all channels)."""
         if self._lut8 is not None and self._cv2 is not None:
-            written = self._cv2.LUT(np.ascontiguousarray(pixels), self._lut8, dst=self._buffer_u8)
-            if written is not self._buffer_u8:
-                self._buffer_u8[...] = written
-            return self._batch_view
-        # mode="clip" is a no-op for uint8 indices into 256 entries, and lets numpy write straight into the buffer.
-        if self._uniform:
-            np.take(table[0], pixels, out=self._buffer[0], mode="clip")
+            dst = target.view(np.uint8)[0]
+            written = self._cv2.LUT(np.ascontiguousarray(pixels), self._lut8, dst=dst)
+            if written is not dst:
+                dst[...] = written
+            return
+        self.encoder.encode_into(pixels, target[0])
+
+    def _fill_input(self, frame: np.ndarray, source_color: ColorOrder, pixels: Optional[np.ndarray]) -> bool:
+        """Write the frame, prepared and encoded, straight into the runtime's own input tensor (no ``set_tensor``
+        copy); False when the runner offers no view of it. ``pixels``: the prepared frame, or None for a colour
+        frame of an 8-bit colour model, which is resized into the tensor, its channels swapped and the table
+        applied there in place: no intermediate image.
+
+        The view dies when this returns, before the invoke: LiteRT refuses to run while one is alive. Nothing
+        here can fail on a frame that prepare() accepted, so no traceback keeps the view alive either."""
+        if self._channels_first:
+            return False  # the tensor is (1, C, H, W): encoded in (H, W, C) order first, then transposed
+        view = self.runner.input_view()
+        if view is None or view.dtype != self._buffer.dtype or view.size != self._buffer.size:
+            return False
+        target = view.reshape(self._shape4)
+        if pixels is None:
+            self._resize_encode(frame, ColorOrder(source_color), target.view(np.uint8)[0])
         else:
-            for channel in range(table.shape[0]):
-                np.take(table[channel], pixels[:, :, channel], out=self._buffer[0, :, :, channel], mode="clip")
+            self._write_pixels(pixels, target)
+        return True
+
+    def _resize_encode(self, frame: np.ndarray, source_color: ColorOrder, dst: np.ndarray) -> None:
+        """= _write_pixels(prepare(frame)) for a uint8 colour frame, computed in ``dst`` (H, W, 3) uint8 in place."""
+        cv2, prep = self._cv2, self.prep
+        small = resize_image(frame, prep.height, prep.width, prep.resize, prep.interpolation, out=dst,
+                             pad_value=prep.pad_value)
+        if source_color != prep.color:
+            small = cv2.cvtColor(small, cv2.COLOR_BGR2RGB, dst=dst)
+        if small is not dst:
+            dst[...] = small
+        written = cv2.LUT(dst, self._lut8, dst=dst)
+        if written is not dst:
+            dst[...] = written
+
+    def _encode_into_buffer(self, pixels: np.ndarray) -> np.ndarray:
+        if self._channels_first:
+            self.encoder.encode_into(pixels, self._buffer[0], channels_first=True)
+            return self._buffer
+        self._write_pixels(pixels, self._buffer)
         return self._batch_view
 
     def classify(self, frame: np.ndarray, source_color: ColorOrder = ColorOrder.BGR) -> ClassifyResult:
         """Classify one raw frame (BGR from OpenCV by default); per-stage times in milliseconds."""
         t0 = time.perf_counter()
-        batch = self._encode_into_buffer(self.prepare(frame, source_color))
-        t1 = time.perf_counter()
-        raw = self.runner.invoke(batch)
+        fused = self._fused and _colour_frame(frame) and ColorOrder(source_color) != ColorOrder.GRAY
+        pixels = None if fused else self.prepare(frame, source_color)  # a bad frame fails here, before any view
+        if self._fill_input(frame, source_color, pixels):
+            t1 = time.perf_counter()
+            raw = self.runner.invoke_in_place()
+        else:
+            batch = self._encode_into_buffer(self.prepare(frame, source_color) if pixels is None else pixels)
+            t1 = time.perf_counter()
+            raw = self.runner.invoke(batch)
         t2 = time.perf_counter()
         scores = decode_scores(raw, self.runner.output, self.output_kind)[0]
         top = self.top_predictions(scores)
@@ -279,8 +348,11 @@ class Classifier:
         return self.scores(prepare_batch(images, self.prep, source_color))
 
     def describe(self) -> dict[str, Any]:
+        from edgecnn.prepchoice import describe_prep  # noqa: PLC0415
+
         return {**self.runner.describe(), "classes": len(self.labels), "top_k": self.top_k,
-                "manifest": self.manifest is not None, "output_kind": self.output_kind.value}
+                "manifest": self.manifest is not None, "output_kind": self.output_kind.value,
+                "preprocessing": describe_prep(self.prep)}
 
     def close(self) -> None:
         self.runner.close()
@@ -292,21 +364,14 @@ class Classifier:
         self.close()
 
 
+def _colour_frame(frame: Any) -> bool:
+    return (isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
+            and frame.size > 0)
+
+
 def _optional_cv2() -> Any:
     try:
         import cv2  # noqa: PLC0415 - already loaded by preprocessing whenever frames are resized
     except ImportError:
         return None
     return cv2
-
-
-def _labels(labels: Union[Sequence[str], Path, str, None], manifest: Optional[Manifest], runner: Runner,
-            kind: OutputKind) -> tuple[str, ...]:
-    if isinstance(labels, (str, Path)):
-        return read_labels(Path(labels))
-    if labels is not None:
-        return tuple(str(label) for label in labels)
-    if manifest is not None:
-        return tuple(manifest.labels)
-    units = output_units(runner)
-    return tuple(str(i) for i in range(class_count(kind, units) if units else 0))

@@ -104,16 +104,28 @@ def check_edgetpu(root: Path = Path("/")) -> list[Check]:
     from edgecnn.devices.edgetpu import INSTALL_HINT, library_loadable, library_name
     from edgecnn.errors import RuntimeMissingError
 
+    compiler = _edgetpu_compiler()
     try:
         library = library_name()
     except RuntimeMissingError as exc:
-        return [Check("Edge TPU library", Status.MISSING, exc.message, exc.hint)]
+        return [Check("Edge TPU library", Status.MISSING, exc.message, exc.hint), compiler]
     lib_ok = library_loadable(library)
     devices = _coral_usb(root) + [f"Coral PCIe/M.2 at {p}" for p in sorted(str(p) for p in (root / "dev").glob("apex_*"))]
     return [Check("Edge TPU library", Status.OK if lib_ok else Status.MISSING,
                   f"{library} {'found' if lib_ok else 'not found'}", "" if lib_ok else INSTALL_HINT),
             Check("Edge TPU devices", Status.OK if devices else Status.INFO, "; ".join(devices) or "none attached",
-                  "" if devices else "plug in a Coral USB Accelerator (or install the PCIe driver gasket-dkms)")]
+                  "" if devices else "plug in a Coral USB Accelerator (or install the PCIe driver gasket-dkms)"),
+            compiler]
+
+
+def _edgetpu_compiler() -> Check:
+    """Whether ``edgetpu_compiler`` is on PATH (only convert needs it, on an x86-64 Linux workstation)."""
+    import shutil  # noqa: PLC0415
+
+    found = shutil.which("edgetpu_compiler")
+    return Check("edgetpu_compiler", Status.OK if found else Status.INFO, found or "not on PATH",
+                 "" if found else "needed only to compile for the Edge TPU on a workstation: "
+                 "apt-get install edgetpu-compiler (Coral's apt repository, x86-64 Linux)")
 
 
 def check_onnxruntime() -> list[Check]:
@@ -121,7 +133,7 @@ def check_onnxruntime() -> list[Check]:
 
     if not _present("onnxruntime"):
         return [Check("ONNX Runtime", Status.MISSING, "not installed",
-                      "pip install onnxruntime (onnx-cpu) or onnxruntime-gpu (gpu)")]
+                      "pip install 'edgecnn[onnx-cpu]' (onnx-cpu) or 'edgecnn[gpu]' (gpu)")]
     import onnxruntime as ort
 
     providers = list(ort.get_available_providers())
@@ -182,6 +194,16 @@ def _vcgencmd(*args: str) -> Optional[str]:
     return proc.stdout.strip()
 
 
+def read_throttled() -> Optional[int]:
+    """The firmware's throttling bits (``vcgencmd get_throttled``), or None where vcgencmd is missing or fails:
+    bits 0-3 under-voltage, frequency capped, throttled, soft temperature limit now; 16-19 the same since boot."""
+    out = _vcgencmd("get_throttled")
+    try:
+        return int(out.split("=", 1)[1], 16) if out and "=" in out else None
+    except ValueError:
+        return None
+
+
 def decode_throttled(value: int) -> list[str]:
     return [text for bit, text in THROTTLE_BITS.items() if value & (1 << bit)]
 
@@ -204,9 +226,9 @@ def check_pi(root: Path = Path("/")) -> list[Check]:
     if temp:
         checks.append(Check("temperature", Status.INFO, temp))
     if model:
-        throttled = _vcgencmd("get_throttled")
-        if throttled and "=" in throttled:
-            flags = decode_throttled(int(throttled.split("=", 1)[1], 16))
+        throttled = read_throttled()
+        if throttled is not None:
+            flags = decode_throttled(throttled)
             checks.append(Check("throttling", Status.WARN if flags else Status.OK, ", ".join(flags) or "none",
                                 "use the official power supply and a heatsink/fan" if flags else ""))
         else:
@@ -229,11 +251,14 @@ def to_json(checks: list[Check]) -> dict[str, Any]:
 
 def render(checks: list[Check]) -> Any:
     from rich.table import Table
+    from rich.text import Text
 
     colours = {Status.OK: "green", Status.MISSING: "red", Status.WARN: "yellow", Status.INFO: "cyan"}
     table = Table(title="edgecnn doctor")
     for column in ("check", "status", "found", "to fix"):
         table.add_column(column, overflow="fold")
     for check in checks:
-        table.add_row(check.name, f"[{colours[check.status]}]{check.status.value}[/]", check.found, check.fix)
+        # Text, not markup: a fix such as "pip install 'edgecnn[onnx-cpu]'" must keep its brackets.
+        table.add_row(Text(check.name), f"[{colours[check.status]}]{check.status.value}[/]", Text(check.found),
+                      Text(check.fix))
     return table

@@ -42,11 +42,11 @@ def library_loadable(name: str) -> bool:
     return True
 
 
-def check_edgetpu_model(path: Path, allow_cpu_fallback: bool = False) -> ModelInfo:
+def check_edgetpu_model(path: Path, allow_cpu_fallback: bool = False, data: Optional[bytes] = None) -> ModelInfo:
     """Refuse a model the Edge TPU cannot run (float or 16-bit tensors; int8 but not compiled, unless fallback
-    is allowed). Raises ModelLoadError (unreadable) or UsageError."""
+    is allowed). ``data``: the file's bytes when already read. Raises ModelLoadError (unreadable) or UsageError."""
     try:
-        info = walk_tflite(Path(path).read_bytes())
+        info = walk_tflite(Path(path).read_bytes() if data is None else data)
     except (FlatbufferError, OSError) as exc:
         raise ModelLoadError(f"{Path(path).name} is not a readable TFLite model ({exc})") from None
     if EDGETPU_CUSTOM_OP in info.custom_codes:
@@ -100,13 +100,14 @@ def load_edgetpu_delegate(options: RunnerOptions, load_delegate: Callable[..., A
 
 def open_edgetpu(model_path: Path, options: RunnerOptions = RunnerOptions(),
                  load_delegate: Optional[Callable[..., Any]] = None,
-                 library_present: Callable[[str], bool] = library_loadable) -> Any:
-    """The edgetpu Runner. ``load_delegate``/``library_present`` are replaced only in tests (stand-ins for hardware)."""
+                 library_present: Callable[[str], bool] = library_loadable, content: Optional[bytes] = None) -> Any:
+    """The edgetpu Runner. ``load_delegate``/``library_present`` are replaced only in tests (stand-ins for hardware);
+    ``content``: the model's bytes as checked by open_runner (loaded instead of the path)."""
     from edgecnn.devices.litert import LiteRTRunner, resolve_runtime
 
-    info = check_edgetpu_model(model_path, options.allow_cpu_fallback)
+    info = check_edgetpu_model(model_path, options.allow_cpu_fallback, content)
     loader = load_delegate or resolve_runtime().load_delegate
     delegate = load_edgetpu_delegate(options, loader, library_present=library_present)
     compiled = EDGETPU_CUSTOM_OP in info.custom_codes
     notes = () if compiled else ("not compiled for the Edge TPU: every op runs on the CPU",)
-    return LiteRTRunner(model_path, "edgetpu", options, delegates=[delegate], notes=notes)
+    return LiteRTRunner(model_path, "edgetpu", options, delegates=[delegate], notes=notes, content=content)

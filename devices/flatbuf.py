@@ -422,3 +422,28 @@ def _walk_signatures(model: _Table, n_subgraphs: int) -> None:
         signature.string(2)
         if signature.scalar(4, "<I") >= n_subgraphs:
             raise FlatbufferError("a signature points at a subgraph that does not exist")
+
+
+def read_metadata(data: bytes, name: str) -> "bytes | None":
+    """The bytes of the model's metadata entry ``name`` (its buffer's data, inline or at its external offset),
+    or None when the model has no such entry. Bounds-checked like the walk; FlatbufferError on damage."""
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise FlatbufferError("no 'TFL3' identifier at byte 4")
+    reader = _Reader(data)
+    model = reader.table(reader.scalar("<I", 0, "root offset"), "model")
+    for meta in model.tables(6, "metadata"):
+        if meta.string(0) != name:
+            continue
+        buffers = model.tables(4, "buffer")
+        index = meta.scalar(1, "<I")
+        if index >= len(buffers):
+            raise FlatbufferError("metadata points at a buffer that does not exist")
+        buffer = buffers[index]
+        start, length = buffer.vector(0, 1)
+        if start:
+            return data[start:start + length]
+        offset, size = buffer.scalar(1, "<Q"), buffer.scalar(2, "<Q")
+        if offset > 1 and offset + size <= len(data):
+            return data[offset:offset + size]
+        return b""
+    return None

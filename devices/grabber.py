@@ -26,6 +26,8 @@ from edgecnn.errors import EdgecnnError, SourceError
 
 @dataclass(frozen=True)
 class GrabberOptions:
+    """How frames are captured: lossless or newest-only, pacing, stall and reopen timing."""
+
     lossless: bool = False          # hand every frame: capture waits for inference (files without pacing)
     lossless_depth: int = 3         # lossless only: frames decoded ahead, to absorb scheduling jitter
     realtime: bool = False          # pace a source at its nominal FPS (a file played like a camera)
@@ -37,10 +39,13 @@ class GrabberOptions:
 
 @dataclass(frozen=True)
 class Frame:
+    """One captured frame and when it was captured."""
+
     image: np.ndarray  # BGR uint8 (H, W, 3)
     seq: int           # 1-based capture count over the whole run
     timestamp: float   # wall-clock time of capture (time.time())
     capture_ms: float  # how long the read took
+    name: str = ""     # the image file it was read from (a folder or image source), else ""
 
 
 class LatestFrameGrabber:
@@ -223,7 +228,7 @@ class LatestFrameGrabber:
                 if image is None:
                     outcome = "end"
                     break
-                self._publish(gen, image, t0)
+                self._publish(gen, image, t0, getattr(source, "name", ""))
         finally:
             self._outcome[gen] = outcome
             source.close()
@@ -244,7 +249,7 @@ class LatestFrameGrabber:
             return due + interval
         return now + interval  # behind schedule: do not burst to catch up
 
-    def _publish(self, gen: int, image: np.ndarray, t0: float) -> None:
+    def _publish(self, gen: int, image: np.ndarray, t0: float, name: str = "") -> None:
         capture_ms = (time.monotonic() - t0) * 1000.0
         size = (int(image.shape[1]), int(image.shape[0]))
         if self._size is not None and size != self._size:
@@ -259,7 +264,7 @@ class LatestFrameGrabber:
                 self.dropped += 1
             self._seq += 1
             self.captured += 1
-            self._slot.append(Frame(image, self._seq, time.time(), capture_ms))
+            self._slot.append(Frame(image, self._seq, time.time(), capture_ms, name))
             self._cond.notify_all()
 
     def _finish(self) -> None:

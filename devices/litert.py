@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.metadata
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -63,6 +62,8 @@ def tflite_runtime_conflict(tflite_version: str, numpy_version: str) -> Optional
 
 def dist_version(name: str) -> Optional[str]:
     """The installed version of distribution ``name``, or None."""
+    import importlib.metadata  # noqa: PLC0415 - a tenth of a second to import: not on the start path
+
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
@@ -76,7 +77,7 @@ def _load(name: str) -> LiteRTRuntime:
         return LiteRTRuntime(name, tf.__version__, lite.Interpreter, lite.experimental.load_delegate,
                              getattr(lite.experimental, "OpResolverType", None))
     module = importlib.import_module(f"{name}.interpreter")
-    version = dist_version(name.replace("_", "-")) or getattr(importlib.import_module(name), "__version__", "?")
+    version = getattr(importlib.import_module(name), "__version__", None) or dist_version(name.replace("_", "-")) or "?"
     return LiteRTRuntime(name, version, module.Interpreter, module.load_delegate,
                          getattr(module, "OpResolverType", None))
 
@@ -117,10 +118,21 @@ def default_threads() -> int:
 
 
 def make_interpreter(model_path: Path, threads: Optional[int] = None, use_xnnpack: bool = True,
-                     delegates: Sequence[Any] = (), runtime: Optional[LiteRTRuntime] = None) -> Any:
-    """A LiteRT Interpreter for ``model_path`` with tensors allocated; loader failures become ModelLoadError."""
+                     delegates: Sequence[Any] = (), runtime: Optional[LiteRTRuntime] = None,
+                     content: Optional[bytes] = None, preserve_all_tensors: bool = False,
+                     allocate: bool = True) -> Any:
+    """A LiteRT Interpreter for ``model_path`` with tensors allocated; loader failures become ModelLoadError.
+    The one place an Interpreter is made (runners, conversion, the MAC count's and inspect's readers).
+
+    ``content``: the file's bytes, already read and checked (devices/modelcheck.check_file); loaded instead of
+    the path, so a file replaced after its check is not what runs. ``preserve_all_tensors``: intermediate
+    tensors stay readable after ``invoke`` (inspect's per-layer comparison). ``allocate=False``: only load (a
+    model with a custom op allocates with its delegate)."""
     runtime = runtime or resolve_runtime()
-    kwargs: dict[str, Any] = {"model_path": str(model_path), "num_threads": threads or default_threads()}
+    source = {"model_content": content} if content else {"model_path": str(model_path)}
+    kwargs: dict[str, Any] = {**source, "num_threads": threads or default_threads()}
+    if preserve_all_tensors:
+        kwargs["experimental_preserve_all_tensors"] = True
     if delegates:
         kwargs["experimental_delegates"] = list(delegates)
     resolver = runtime.resolver(use_xnnpack)
@@ -128,7 +140,8 @@ def make_interpreter(model_path: Path, threads: Optional[int] = None, use_xnnpac
         kwargs["experimental_op_resolver_type"] = resolver
     try:
         interpreter = runtime.interpreter_cls(**kwargs)
-        interpreter.allocate_tensors()
+        if allocate:
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"{runtime.name} cannot load {model_path} ({first})",
@@ -150,7 +163,8 @@ class LiteRTRunner(Runner):
     """A .tflite model in the LiteRT interpreter (cpu, pi, and, with its delegate, edgetpu)."""
 
     def __init__(self, model_path: Path, target: str, options: RunnerOptions = RunnerOptions(),
-                 delegates: Sequence[Any] = (), notes: Sequence[str] = ()) -> None:
+                 delegates: Sequence[Any] = (), notes: Sequence[str] = (), content: Optional[bytes] = None,
+                 warm_up: bool = True) -> None:
         self.target = target
         self.model_path = Path(model_path)
         self.runtime = resolve_runtime()
@@ -158,8 +172,9 @@ class LiteRTRunner(Runner):
         self.use_xnnpack = options.use_xnnpack and not delegates
         self._delegates = list(delegates)
         self._notes = tuple(notes)
+        self._content = content
         self._interpreter = make_interpreter(self.model_path, self.threads, self.use_xnnpack, self._delegates,
-                                             self.runtime)
+                                             self.runtime, content)
         try:
             inputs = self._interpreter.get_input_details()
             outputs = self._interpreter.get_output_details()
@@ -170,12 +185,15 @@ class LiteRTRunner(Runner):
                                  "edgecnn runs single-input classification models")
         self.input = tensor_spec(inputs[0])
         self.output = tensor_spec(outputs[0])
+        self.outputs = tuple(tensor_spec(o) for o in outputs)
         self._in_index = inputs[0]["index"]
         self._out_index = outputs[0]["index"]
         self._in_dtype = np.dtype(inputs[0]["dtype"])
         self._batch = int(inputs[0]["shape"][0])
         self._resizable = bool(self.input.shape) and self.input.shape[0] == -1
-        self._warm_up(inputs[0])
+        self._in_tensor = self._interpreter.tensor(self._in_index)  # a function: hold it, never the view it returns
+        if warm_up:
+            self._warm_up(inputs[0])
 
     def _warm_up(self, detail: dict[str, Any]) -> None:
         """One invoke on zeros at load time: LiteRT applies XNNPACK lazily at the first invoke, and a damaged
@@ -184,7 +202,11 @@ class LiteRTRunner(Runner):
             self._interpreter.set_tensor(self._in_index, np.zeros(detail["shape"], dtype=self._in_dtype))
             self._interpreter.invoke()
         except (ValueError, RuntimeError, MemoryError) as exc:
-            raise self._load_error(exc) from None
+            error = self._load_error(exc)
+            if any(d < 0 for d in self.input.shape[1:]):
+                error = ModelLoadError(f"{error.message}; its input {self.input.shape} has a dynamic size",
+                                       "dynamic H/W: give --size HxW")
+            raise error from None
 
     def _load_error(self, exc: BaseException) -> ModelLoadError:
         first = " ".join(str(exc).split())[:300] or type(exc).__name__
@@ -216,6 +238,37 @@ class LiteRTRunner(Runner):
             raise self._load_error(exc) from None
         return interpreter.get_tensor(self._out_index)
 
+    def input_view(self) -> Optional[np.ndarray]:
+        """A fresh writable numpy view of the one-sample input tensor's memory (what pycoral's ``set_input``
+        writes into), or None when the model's batch is fixed at another size. Drop every reference to it
+        before ``invoke_in_place``: LiteRT refuses to invoke, or reallocate, while a view of its memory lives."""
+        if self._batch != 1:
+            if not self._resizable:
+                return None
+            self._resize(1)
+        return self._in_tensor()
+
+    def invoke_in_place(self) -> np.ndarray:
+        """Invoke on what was written into ``input_view()``; returns the raw output (a copy)."""
+        try:
+            self._interpreter.invoke()
+        except RuntimeError as exc:
+            raise self._load_error(exc) from None
+        return self._interpreter.get_tensor(self._out_index)
+
+    def embedded_manifest(self) -> Optional[str]:
+        """The manifest JSON written into the model's metadata at conversion, read with the pure-Python flatbuffer
+        reader (no TensorFlow), or None when there is none."""
+        from edgecnn.devices.flatbuf import FlatbufferError, read_metadata  # noqa: PLC0415
+        from edgecnn.manifest import EMBEDDED_KEY  # noqa: PLC0415
+
+        try:
+            data = self._content if self._content is not None else self.model_path.read_bytes()
+            raw = read_metadata(data, EMBEDDED_KEY)
+        except (FlatbufferError, OSError):
+            return None
+        return None if raw is None else raw.decode("utf-8", "replace")
+
     def _resize(self, n: int) -> None:
         shape = [n] + [int(d) for d in self._interpreter.get_input_details()[0]["shape"][1:]]
         self._interpreter.resize_tensor_input(self._in_index, shape)
@@ -230,5 +283,6 @@ class LiteRTRunner(Runner):
 
     def close(self) -> None:
         # Drop the interpreter before its delegates: LiteRT requires that order.
+        self._in_tensor = None
         self._interpreter = None
         self._delegates = []

@@ -14,16 +14,15 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-from edgecnn.devices.annotate import annotate
 from edgecnn.devices.base import RunnerOptions
 from edgecnn.devices.grabber import Frame, GrabberOptions, LatestFrameGrabber
 from edgecnn.devices.outputs import FrameWindow, JsonlWriter, predictions_json, unpack_result
 from edgecnn.devices.sources import FrameSource, SourceSpec, open_source, parse_source
 from edgecnn.devices.stats import STAGES, LiveStats
-from edgecnn.devices.videofile import VideoRecorder
 from edgecnn.errors import UsageError
 from edgecnn.fileio import refuse_overwrite
 from edgecnn.manifest import ColorOrder, OutputKind, Preprocessing
+from edgecnn.prepchoice import PrepChoice
 
 
 STATUS_INTERVAL_S = 0.1  # how often /status.json is refreshed
@@ -45,11 +44,13 @@ class EndReason(str, Enum):
 
 @dataclass(frozen=True)
 class RunOptions:
+    """How `edgecnn run` runs: outputs, bounds, source pacing, viewer (see the CLI options of the same names)."""
+
     top_k: int = 5
     threshold: float = 0.5                      # a multi-label head lists every class at or over this score
     output_kind: Optional[OutputKind] = None    # override the manifest's (or, without one, the default) head kind
     runner: RunnerOptions = field(default_factory=RunnerOptions)
-    prep: Optional[Preprocessing] = None        # for a model without a manifest
+    prep: Union[Preprocessing, PrepChoice, None] = None  # options over the manifest's, or for a file without one
     labels: Union[tuple[str, ...], str, None] = None  # names, or a labels file (one per line)
     manifest: Optional[str] = None              # default: manifest.json beside the model
     max_frames: Optional[int] = None
@@ -62,6 +63,7 @@ class RunOptions:
     serve: Optional[str] = None                 # "[HOST:]PORT" of the web viewer
     display: Display = Display.AUTO
     print_every: float = 1.0                    # seconds between printed result lines; <= 0 prints none
+    quiet: bool = False                         # no source notices either (the summary only)
     width: Optional[int] = None                 # camera capture size request
     height: Optional[int] = None
     stall_timeout: float = 5.0
@@ -80,6 +82,8 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class RunSummary:
+    """What a run did: frames, seconds, FPS, capture counts, why it ended, p50/p90 ms per stage."""
+
     frames: int
     seconds: float
     fps: float
@@ -129,6 +133,9 @@ def run(model: Path | str, device: str = "cpu", source: str = "0", options: RunO
     with contextlib.ExitStack() as stack:
         clf = classifier if classifier is not None else stack.enter_context(
             contextlib.closing(open_classifier(model, device, options)))
+        for notice in getattr(clf, "notices", ()):
+            if printer is not None:  # what was assumed about a file without a manifest: never silent
+                printer(f"note: {notice}")
         loop = _Loop(spec, options, clf, printer, on_frame, source_factory or open_source)
         return loop.run(stack)
 
@@ -145,7 +152,7 @@ class _Loop:
         self.last_status = 0.0
         self.over: Optional[list] = None  # the latest frame's multi-label classes over the threshold
         self.jsonl: Optional[JsonlWriter] = None
-        self.recorder: Optional[VideoRecorder] = None
+        self.recorder: Any = None  # a devices.videofile.VideoRecorder with --record
         self.server = None
         self.window: Optional[FrameWindow] = None
 
@@ -157,6 +164,8 @@ class _Loop:
         grabber = stack.enter_context(LatestFrameGrabber(self.spec, grab_opts, self.factory,
                                                                   on_event=self._event))
         if opts.record:
+            from edgecnn.devices.videofile import VideoRecorder  # noqa: PLC0415 - only with --record
+
             self.recorder = stack.enter_context(VideoRecorder(Path(opts.record), grabber.fps or 30.0))
         self.stats = LiveStats(STAGES)  # start the clock when the source is open
         ended_by = self._loop(grabber)
@@ -199,8 +208,10 @@ class _Loop:
         top, stage_ms, over = unpack_result(result)
         ms = {"capture": frame.capture_ms, **stage_ms}
         self.stats.record(ms)
-        record = {"frame": self.index, "capture_seq": frame.seq, "timestamp": round(frame.timestamp, 6),
-                  "top_k": predictions_json(top)}
+        record = {"frame": self.index, "capture_seq": frame.seq, "timestamp": round(frame.timestamp, 6)}
+        if getattr(frame, "name", ""):
+            record["file"] = frame.name
+        record["top_k"] = predictions_json(top)
         if over is not None:
             record["over_threshold"] = predictions_json(over)
         record["ms"] = {k: round(v, 3) for k, v in ms.items()}
@@ -220,6 +231,8 @@ class _Loop:
             self._publish_status(top, grabber)
         if self.recorder is None and not watching and not self.window.active:
             return True  # nobody looks at the drawing: do not spend time on it
+        from edgecnn.devices.annotate import annotate  # noqa: PLC0415 - only when someone looks
+
         drawn = annotate(frame.image, top, self.stats.meter.fps())
         if self.recorder is not None:
             self.recorder.write(drawn)
@@ -252,7 +265,8 @@ class _Loop:
                      f"dropped {grabber.dropped}")
 
     def _event(self, text: str) -> None:
-        if self.printer is not None:
+        viewer = text.startswith("web viewer")
+        if self.printer is not None and (viewer or not self.options.quiet):
             self.printer(f"source: {text}" if not text.startswith("web viewer") else text)
 
     def _summary(self, grabber: LatestFrameGrabber, ended_by: EndReason) -> RunSummary:
@@ -277,6 +291,8 @@ def summary_rows(summary: RunSummary) -> list[tuple[str, str]]:
     rows = [("source", summary.source), ("ended by", summary.ended_by.value), ("frames", str(summary.frames)),
             ("seconds", f"{summary.seconds:.2f}"), ("FPS", f"{summary.fps:.1f}"),
             ("dropped frames", str(summary.dropped)), ("source reopens", str(summary.reopens))]
+    if summary.runner.get("preprocessing"):  # how frames were fed (with the layout): a figure needs it
+        rows.append(("preprocessing", str(summary.runner["preprocessing"])))
     for stage, values in summary.ms.items():
         if values.get("p50") is not None:
             rows.append((f"{stage} ms p50 / p90", f"{values['p50']:.2f} / {values['p90']:.2f}"))

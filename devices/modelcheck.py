@@ -10,24 +10,27 @@ malformed file, and a long-running ``edgecnn run --serve`` must not be taken dow
 3. a probe load in a child process with a timeout (onnx.checker + an ONNX Runtime session, or a LiteRT
    interpreter that allocates and invokes once), so a loader that crashes or hangs takes only the child down.
 
-The probe costs a process start (about a second) per file, once per file content per process; nothing here
-runs per frame. ``python -m edgecnn.devices.modelcheck PATH`` runs the probe itself (the child's entry point).
+The file is read and hashed once (``check_file``); the runners load those same bytes, so what was checked is
+what runs. The probe costs a process start and a second load; a pass is remembered for those bytes and that
+runtime (in this process, and on disk: devices/probecache.py), so the walk and the child run once per file
+content and runtime, not at every start. Nothing here runs per frame. ``python -m edgecnn.devices.modelcheck
+FORMAT PATH SHA256`` runs the probe itself (the child's entry point); the child is started without the working
+directory on its import path, so a checkout's ``edgecnn/`` folder there cannot shadow the installed package.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import signal
 import stat
-import subprocess
 import sys
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Optional
 
-from edgecnn.devices.flatbuf import FlatbufferError, walk_tflite
-from edgecnn.errors import ModelLoadError, RuntimeMissingError
+from edgecnn.devices import probecache
+from edgecnn.errors import ModelLoadError, RuntimeMissingError, first_line
 
 MAX_MODEL_BYTES = 2 * 1024 ** 3  # protobuf's hard limit; also far beyond any edge model
 PROBE_TIMEOUT_S = 60.0
@@ -50,6 +53,21 @@ FORMAT_SUFFIX = {ModelFormat.TFLITE: ".tflite", ModelFormat.ONNX: ".onnx", Model
 _ONNX_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2}
 
 _probed: set[tuple[str, str]] = set()  # (sha256, format) of files that passed the probe in this process
+# The child imports the installed package, never a folder named edgecnn in the working directory: -P (3.11+)
+# keeps the working directory off sys.path; older Pythons drop it (sys.path[0] is '' under -c) before importing.
+_CHILD_BOOTSTRAP = ("import sys; del sys.path[0]; import runpy; "
+                    "runpy.run_module('edgecnn.devices.modelcheck', run_name='__main__', alter_sys=True)")
+
+
+@dataclass(frozen=True)
+class CheckedModel:
+    """A model file that passed the checks, with the bytes that were checked (load these, not the path)."""
+
+    path: Path
+    format: ModelFormat
+    sha256: str = ""  # of ``data``; empty for formats that are not read here (Keras, SavedModel)
+    data: bytes = b""
+    probe: str = "none"  # "child": probed now; "known": passed before (this process or the probe cache); "none"
 
 
 def sniff(head: bytes) -> Optional[ModelFormat]:
@@ -99,19 +117,39 @@ def _looks_like_onnx(head: bytes) -> bool:
 
 def check_model(path: Path, probe: bool = True, timeout_s: float = PROBE_TIMEOUT_S) -> ModelFormat:
     """Validate ``path`` and return its format; raise ModelLoadError (one line) when it must not be loaded."""
+    return check_file(path, probe, timeout_s).format
+
+
+def check_file(path: Path, probe: bool = True, timeout_s: float = PROBE_TIMEOUT_S) -> CheckedModel:
+    """Validate ``path``: header, then (.tflite/.onnx) the bytes read once and hashed, the flatbuffer walk and the
+    child probe, skipped for bytes that passed them before with the same runtime. Raises ModelLoadError (one
+    line) when the file must not be loaded, RuntimeMissingError when no runtime can check it."""
     path = Path(path)
     if path.is_dir():
         if (path / "saved_model.pb").is_file():
-            return ModelFormat.SAVEDMODEL
+            return CheckedModel(path, ModelFormat.SAVEDMODEL)
         raise ModelLoadError(f"{path} is a folder without saved_model.pb", "give a .tflite or .onnx model file")
     fmt = _check_header(path)
+    if fmt not in (ModelFormat.TFLITE, ModelFormat.ONNX):
+        return CheckedModel(path, fmt)
+    data = _read(path)
+    digest = hashlib.sha256(data).hexdigest()
+    key = (digest, fmt.value)
+    if key in _probed:
+        return CheckedModel(path, fmt, digest, data, "known")
+    tag = probecache.runtime_tag(fmt.value) if probe else ""
+    if probe and probecache.passed(digest, fmt.value, tag):
+        _probed.add(key)
+        return CheckedModel(path, fmt, digest, data, "known")
     if fmt == ModelFormat.TFLITE:
-        _walk(path)
-    if probe and fmt in (ModelFormat.TFLITE, ModelFormat.ONNX):
-        probe_in_child(path, fmt, timeout_s)  # runs onnx.checker there too
-    elif fmt == ModelFormat.ONNX:
-        check_onnx(path)
-    return fmt
+        _walk(path, data)
+    if not probe:
+        if fmt == ModelFormat.ONNX:
+            check_onnx(path)
+        return CheckedModel(path, fmt, digest, data, "none")
+    probe_in_child(path, fmt, timeout_s, digest)  # runs onnx.checker there too
+    probecache.record_pass(digest, fmt.value, tag, path.name)
+    return CheckedModel(path, fmt, digest, data, "child")
 
 
 def _check_header(path: Path) -> ModelFormat:
@@ -143,15 +181,21 @@ def _check_header(path: Path) -> ModelFormat:
     return named or found
 
 
-def _walk(path: Path) -> None:
+def _read(path: Path) -> bytes:
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read model file {path} ({exc.strerror or exc})") from None
+
+
+def _walk(path: Path, data: bytes) -> None:
+    from edgecnn.devices.flatbuf import FlatbufferError, walk_tflite  # noqa: PLC0415 - not needed for known bytes
+
+    try:
         walk_tflite(data)
     except FlatbufferError as exc:
         raise ModelLoadError(f"{path.name} is a corrupt TFLite model ({exc})",
                              "the file is truncated or damaged; copy the artifact again") from None
-    except OSError as exc:
-        raise ModelLoadError(f"cannot read model file {path} ({exc.strerror or exc})") from None
 
 
 def check_onnx(path: Path) -> None:
@@ -163,7 +207,7 @@ def check_onnx(path: Path) -> None:
     try:
         onnx.checker.check_model(str(path))
     except Exception as exc:  # noqa: BLE001 - ValidationError, DecodeError and friends
-        raise ModelLoadError(f"{path.name} is not a valid ONNX model ({type(exc).__name__}: {_first_line(exc)})",
+        raise ModelLoadError(f"{path.name} is not a valid ONNX model ({type(exc).__name__}: {first_line(exc)})",
                              "the file is truncated or damaged; copy the artifact again") from None
 
 
@@ -175,12 +219,24 @@ def _digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def probe_in_child(path: Path, fmt: ModelFormat, timeout_s: float = PROBE_TIMEOUT_S) -> None:
-    """Load ``path`` in a child Python; a crash, hang or load error there becomes a ModelLoadError here."""
-    key = (_digest(path), fmt.value)
-    if key in _probed:
-        return
-    command = [sys.executable, "-m", "edgecnn.devices.modelcheck", fmt.value, str(path)]
+def child_command(fmt: ModelFormat, path: Path, digest: str, version: tuple[int, ...] = sys.version_info[:2]) -> list[str]:
+    """The probe child's command line; ``version`` chooses -P (Python 3.11+) or the bootstrap that drops sys.path[0]."""
+    args = [fmt.value, str(path), digest]
+    if tuple(version) >= (3, 11):
+        return [sys.executable, "-P", "-m", "edgecnn.devices.modelcheck", *args]
+    return [sys.executable, "-c", _CHILD_BOOTSTRAP, *args]
+
+
+def probe_in_child(path: Path, fmt: ModelFormat, timeout_s: float = PROBE_TIMEOUT_S, digest: str = "") -> None:
+    """Load ``path`` in a child Python; a crash, hang or load error there becomes a ModelLoadError here.
+
+    The child loads the file only if its SHA-256 is ``digest`` (when given): the verdict is about those bytes."""
+    import signal  # noqa: PLC0415 - only when a file is probed, not on a start that knows it
+    import subprocess  # noqa: PLC0415
+
+    digest = digest or _digest(path)
+    key = (digest, fmt.value)
+    command = child_command(fmt, path, digest)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     try:
         proc = subprocess.run(command, capture_output=True, timeout=timeout_s, env=env, check=False)
@@ -215,45 +271,42 @@ def _parse_probe_output(stdout: bytes) -> Optional[dict]:
 
 
 # -- the child side ------------------------------------------------------------------------------------
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
-
-
-def _probe_tflite(path: Path) -> dict:
+def _probe_tflite(path: Path, data: bytes) -> dict:
     import numpy as np
 
     from edgecnn.devices.flatbuf import walk_tflite
-    from edgecnn.devices.litert import resolve_runtime
+    from edgecnn.devices.litert import make_interpreter
 
-    info = walk_tflite(path.read_bytes())
-    runtime = resolve_runtime()
-    interpreter = runtime.interpreter_cls(model_path=str(path), num_threads=1)
-    if info.custom_codes:  # e.g. edgetpu-custom-op: it needs its delegate to allocate and run
+    info = walk_tflite(data)
+    # A custom op (e.g. edgetpu-custom-op) needs its delegate to allocate and run: the file only has to load.
+    interpreter = make_interpreter(path, threads=1, content=data, allocate=not info.custom_codes)
+    if info.custom_codes:
         return {"ok": True, "custom_ops": sorted(info.custom_codes)}
-    interpreter.allocate_tensors()
     for detail in interpreter.get_input_details():
         interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], dtype=detail["dtype"]))
     interpreter.invoke()
     return {"ok": True}
 
 
-def _probe_onnx(path: Path) -> dict:
+def _probe_onnx(path: Path, data: bytes) -> dict:
     try:
         import onnx  # noqa: PLC0415 - optional on a device; onnxruntime still checks the graph
     except ImportError:
         onnx = None
     if onnx is not None:
-        onnx.checker.check_model(str(path))
+        onnx.checker.check_model(str(path))  # by path: external data files are checked beside it
     import onnxruntime  # noqa: PLC0415
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
+    # From the path, as the runner loads it: a model with external data finds its files beside it.
     onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     return {"ok": True, "checker": onnx is not None}
 
 
 def _inject_fault() -> None:
+    import signal  # noqa: PLC0415
+
     fault = os.environ.get(FAULT_ENV, "")
     if fault == "segv":
         os.kill(os.getpid(), signal.SIGSEGV)
@@ -265,16 +318,22 @@ def _inject_fault() -> None:
 
 def _probe_main(argv: list[str]) -> int:
     fmt, path = ModelFormat(argv[0]), Path(argv[1])
+    expected = argv[2] if len(argv) > 2 else ""
     _inject_fault()
     try:
-        result = _probe_tflite(path) if fmt == ModelFormat.TFLITE else _probe_onnx(path)
+        data = path.read_bytes()
+        if expected and hashlib.sha256(data).hexdigest() != expected:
+            raise ModelLoadError("the file changed while it was being checked", "copy the artifact again")
+        result = _probe_tflite(path, data) if fmt == ModelFormat.TFLITE else _probe_onnx(path, data)
+    except ModelLoadError as exc:
+        result = {"ok": False, "error": exc.message, "hint": exc.hint}
     except RuntimeMissingError as exc:
         result = {"ok": False, "kind": "runtime", "error": exc.message, "hint": exc.hint}
     except ImportError as exc:
-        result = {"ok": False, "kind": "runtime", "error": f"runtime missing ({_first_line(exc)})",
-                  "hint": "pip install 'edgecnn[device]' (and onnxruntime for .onnx)"}
+        result = {"ok": False, "kind": "runtime", "error": f"runtime missing ({first_line(exc)})",
+                  "hint": "pip install 'edgecnn[device]' (.tflite) or 'edgecnn[onnx-cpu]' (.onnx)"}
     except Exception as exc:  # noqa: BLE001 - every loader error is reported to the parent as data
-        result = {"ok": False, "error": f"{type(exc).__name__}: {_first_line(exc)}"}
+        result = {"ok": False, "error": f"{type(exc).__name__}: {first_line(exc)}"}
     sys.stdout.write(json.dumps(result) + "\n")
     return 0
 

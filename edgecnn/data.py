@@ -12,14 +12,16 @@ from typing import Optional
 import numpy as np
 
 from edgecnn.errors import DataError, InputPathError, RuntimeMissingError
+from edgecnn.fileio import IMAGE_SUFFIXES  # noqa: F401 - its home is fileio (the device side reads it from there)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
 MNIST_NAMES = ("mnist", "mnist:train", "mnist:val", "mnist:all")
 MNIST_TRAIN_PER_CLASS = 400  # 4,000 training digits, 1,000 held out: the main job's split
 
 
 @dataclass(frozen=True)
 class Dataset:
+    """Images and optional labels loaded from a folder, an array file or the bundled MNIST sample."""
+
     images: np.ndarray  # uint8 (N, H, W, C) raw pixels, or float32 model-ready input when ``preprocessed``
     labels: Optional[np.ndarray]  # int64 (N,) or None
     class_names: Optional[tuple[str, ...]]

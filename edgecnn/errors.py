@@ -94,3 +94,12 @@ class AccuracyBudgetError(EdgecnnError):
     """An artifact that lost more accuracy than --max-drop allows; its files and report are kept."""
 
     exit_code = 1
+
+
+def first_line(message: "str | BaseException", limit: int = 300) -> str:
+    """The first non-blank line of a message or an exception's text (cut at ``limit`` characters), for one-line
+    errors that quote a library; an exception without text gives its type name."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    if lines:
+        return lines[0][:limit]
+    return type(message).__name__ if isinstance(message, BaseException) else "no message"

@@ -5,12 +5,24 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from edgecnn.errors import OutputExistsError, OutputPathError
+from edgecnn.errors import DataError, InputPathError, OutputExistsError, OutputPathError
+
+MAX_LABELS_BYTES = 4 * 1024 * 1024  # a labels file is text: anything larger is the wrong file
+
+# File suffixes read as images (by OpenCV), for data folders and `edgecnn run --source`.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
+
+
+def cache_dir() -> Path:
+    """Where edgecnn keeps what it can rebuild (trained models, probe results): $EDGECNN_CACHE, else
+    ~/.cache/edgecnn. Created on first use; entries are written atomically, so processes may share it."""
+    root = os.environ.get("EDGECNN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "edgecnn")
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def sha256_of(path: Path) -> str:
@@ -31,6 +43,8 @@ def check_writable_dir(directory: Path) -> None:
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        import tempfile  # noqa: PLC0415 - tempfile and shutil are kept off the device's start path
+
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".edgecnn-probe-"):
             pass
     except OSError as exc:
@@ -158,7 +172,28 @@ def write_json_atomic(final: Path, obj: object) -> None:
 
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
+        import shutil  # noqa: PLC0415
+
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists() or path.is_symlink():
         with contextlib.suppress(OSError):
             path.unlink()
+
+
+def read_labels(path: Path) -> tuple[str, ...]:
+    """The labels of a text file, one per line in output order (blank lines skipped; read as data only).
+
+    Raises InputPathError (missing) and DataError (not UTF-8 text, over 4 MiB, or no labels)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputPathError(f"labels file {path} does not exist", "give a text file with one label per line")
+    try:
+        if path.stat().st_size > MAX_LABELS_BYTES:
+            raise DataError(f"labels file {path} is larger than 4 MiB", "give one label per line")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read labels file {path} ({type(exc).__name__})", "save it as UTF-8 text") from None
+    labels = tuple(line.strip() for line in text.splitlines() if line.strip())
+    if not labels:
+        raise DataError(f"labels file {path} holds no labels", "give one label per line")
+    return labels

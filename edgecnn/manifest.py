@@ -20,6 +20,7 @@ SCHEMA_VERSION = 2
 # Version 1 (no layout, two output kinds, no failed list) still reads: its fields are a subset of version 2's.
 READABLE_SCHEMA_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
+EMBEDDED_KEY = "edgecnn_manifest"  # the manifest's copy inside an artifact: TFLite metadata / ONNX metadata_props
 
 
 class ColorOrder(str, Enum):
@@ -31,7 +32,10 @@ class ColorOrder(str, Enum):
 class ResizeMode(str, Enum):
     STRETCH = "stretch"          # resize to H x W, ignoring aspect ratio (what most training pipelines did)
     CENTER_CROP = "center_crop"  # crop the largest centred square/aspect first, then resize
-    LETTERBOX = "letterbox"      # fit inside, pad with zeros
+    LETTERBOX = "letterbox"      # fit inside, centred, pad with ``pad_value``
+    # Text-line models (PaddleOCR's classifiers and recognisers): fit the height keeping the aspect ratio, the
+    # width capped at the input's (a longer line is squeezed), aligned left, the right padded with ``pad_value``.
+    PAD_RIGHT = "pad_right"
 
 
 class Interpolation(str, Enum):
@@ -77,6 +81,7 @@ class Preprocessing:
     std: tuple[float, ...] = (1.0,)
     invert: bool = False  # MNIST-style white digit on black: invert a dark-on-light camera image
     layout: Layout = Layout.NHWC
+    pad_value: int = 0  # pixel value (0..255, before scaling) of the padding of letterbox and pad_right
 
     @property
     def channels(self) -> int:
@@ -103,6 +108,8 @@ class Preprocessing:
             raise ManifestError("preprocessing std contains 0", "std values must be non-zero")
         if self.scale == 0:
             raise ManifestError("preprocessing scale is 0")
+        if not 0 <= self.pad_value <= 255:
+            raise ManifestError(f"preprocessing pad_value {self.pad_value} is outside 0..255", "give a pixel value")
         if Layout(self.layout) == Layout.HW and self.channels != 1:
             raise ManifestError("an (H, W) input without a channel axis is a grey image", "use color gray")
 
@@ -237,7 +244,8 @@ class Manifest:
                     scale=_float(prep.get("scale", 1 / 255), "scale"),
                     mean=tuple(_float(v, "mean") for v in _array(prep.get("mean", [0.0]), "mean")),
                     std=tuple(_float(v, "std") for v in _array(prep.get("std", [1.0]), "std")),
-                    invert=_bool(prep.get("invert", False), "invert"), layout=_layout(prep)),
+                    invert=_bool(prep.get("invert", False), "invert"), layout=_layout(prep),
+                    pad_value=_int(prep.get("pad_value", 0), "pad_value")),
                 labels=tuple(_text(label, "label") for label in _array(raw["labels"], "labels")),
                 output_kind=OutputKind(raw.get("output_kind", "probabilities")),
                 artifacts=tuple(_artifact_from_dict(a) for a in _array(raw.get("artifacts", []), "artifacts")),

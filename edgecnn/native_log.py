@@ -156,7 +156,8 @@ def discard(log: NativeLog) -> None:
 @contextlib.contextmanager
 def command_log(command: str) -> Iterator[NativeLog]:
     """``native_log`` for one command, started in the temporary folder (the command moves it beside its
-    outputs with ``move_to``). When the command fails with a ConversionError or an unexpected exception, the
+    outputs with ``move_to``). When the command fails with a ConversionError, a ConversionFailedError (formats
+    refused) or an unexpected exception, the
     log is kept and named in the error's hint (or note); other errors (bad options, data or model files,
     refused before any conversion) and Ctrl-C remove a log that was not moved, so nothing is left behind."""
     from edgecnn.interrupts import caused_by_interrupt  # noqa: PLC0415
@@ -178,11 +179,11 @@ def command_log(command: str) -> Iterator[NativeLog]:
 
 
 def _keep_or_discard(exc: Exception, log: NativeLog, command: str) -> None:
-    from edgecnn.errors import ConversionError, EdgecnnError  # noqa: PLC0415
+    from edgecnn.errors import ConversionError, ConversionFailedError, EdgecnnError  # noqa: PLC0415
 
     if not isinstance(exc, EdgecnnError):
         exc.add_note(f"{command} log: {log.path}")
-    elif isinstance(exc, ConversionError) or log.moved:
+    elif isinstance(exc, (ConversionError, ConversionFailedError)) or log.moved:
         _name_log(exc, log, command)
     else:
         discard(log)

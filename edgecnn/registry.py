@@ -1,7 +1,6 @@
 """Name tables (formats, devices, presets) looked up by name with a "did you mean"."""
 from __future__ import annotations
 
-import difflib
 from typing import Mapping, TypeVar
 
 from edgecnn.errors import UnknownNameError
@@ -14,6 +13,8 @@ def lookup(table: Mapping[str, T], name: str, kind: str) -> T:
     key = name.strip().lower()
     if key in table:
         return table[key]
+    import difflib  # noqa: PLC0415 - only for a wrong name; kept off the start path
+
     valid = ", ".join(sorted(table))
     close = difflib.get_close_matches(key, list(table), n=1, cutoff=0.5)
     hint = f"did you mean '{close[0]}'? Valid {kind}s: {valid}" if close else f"valid {kind}s: {valid}"

@@ -13,6 +13,15 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_probe_cache(tmp_path_factory):
+    """Probe passes (devices/probecache.py) kept for this session only: tests start with an empty record, as the
+    probe did before passes were kept, and leave nothing in the user's cache (child processes inherit it)."""
+    os.environ["EDGECNN_PROBE_CACHE"] = str(tmp_path_factory.mktemp("probed"))
+    yield
+
+
 _SESSION_CACHE: dict[str, object] = {}
 
 

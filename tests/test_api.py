@@ -16,9 +16,11 @@ def test_api_names_resolve_to_the_library_functions():
     import edgecnn
     from edgecnn.bench.harness import bench
     from edgecnn.devices.live import run
+    from edgecnn.devices.classify import Classifier
     from edgecnn.devices.runners import open_runner
 
     assert edgecnn.benchmark is bench and edgecnn.run is run and edgecnn.open_runner is open_runner
+    assert edgecnn.Classifier is Classifier and "Classifier" in edgecnn.__all__
     assert callable(edgecnn.convert) and callable(edgecnn.inspect) and callable(edgecnn.report)
     try:
         edgecnn.not_a_thing  # noqa: B018

@@ -17,7 +17,7 @@ from edgecnn.data import Dataset
 from edgecnn.errors import DataError
 from edgecnn.fileio import sha256_of
 from edgecnn.manifest import Manifest, OutputKind, Preprocessing, TensorSpec
-from edgecnn.preprocess import InputEncoder, decode_scores, encode_float, prepare_batch, ranking, to_float
+from edgecnn.preprocess import decode_scores, prepare_batch, ranking, to_float
 from edgecnn.preprocess import top1 as top1_classes
 
 WORST_CLASSES = 3
@@ -68,13 +68,6 @@ def pixels_for(dataset: Dataset, prep: Preprocessing) -> np.ndarray:
                             f"the model takes {expected}")
         return dataset.images
     return prepare_batch(dataset.images, prep)
-
-
-def encode_inputs(pixels: np.ndarray, prep: Preprocessing, spec: TensorSpec) -> np.ndarray:
-    """Pixels (or float input) -> the tensor dtype of ``spec`` via the shared encoder."""
-    if pixels.dtype != np.uint8:
-        return encode_float(pixels, spec)
-    return InputEncoder.build(prep, spec)(pixels)
 
 
 def float_inputs(pixels: np.ndarray, prep: Preprocessing) -> np.ndarray:
@@ -192,8 +185,10 @@ def worst_classes(correct: np.ndarray, ref_correct: np.ndarray, labels: np.ndarr
     return tuple(losses[:count])
 
 
-def align_labels(dataset: Dataset, model_labels: Sequence[str], model_classes: int) -> Dataset:
-    """Map the data's class names onto the model's label indices; refuse labels that cannot be this model's."""
+def align_labels(dataset: Dataset, model_labels: Sequence[str], model_classes: int,
+                 from_manifest: bool = True) -> Dataset:
+    """Map the data's class names onto the model's label indices; refuse labels that cannot be this model's.
+    ``from_manifest``: whether the labels are a manifest's (else --labels or the indices 0..N-1), for the hint."""
     if dataset.labels is None:
         return dataset
     names = dataset.class_names
@@ -202,7 +197,8 @@ def align_labels(dataset: Dataset, model_labels: Sequence[str], model_classes: i
         if missing:
             shown = ", ".join(missing[:3]) + ("..." if len(missing) > 3 else "")
             raise DataError(f"data {dataset.source} has classes ({shown}) that are not among the model's "
-                            f"{len(model_labels)} labels", "name the class folders after the manifest's labels")
+                            f"{len(model_labels)} labels", "name the class folders after the manifest's labels" if from_manifest
+                            else "give --labels FILE naming the model's classes in output order, one per line")
         index = np.asarray([list(model_labels).index(n) for n in names], dtype=np.int64)
         dataset = Dataset(dataset.images, index[dataset.labels], tuple(model_labels), dataset.source,
                           dataset.preprocessed)

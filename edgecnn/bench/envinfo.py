@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
@@ -104,12 +103,11 @@ def raspberry_pi_info() -> Optional[dict[str, Any]]:
 
 
 def throttled_flags() -> Optional[dict[str, Any]]:
-    """Decode ``vcgencmd get_throttled`` (bit 0 under-voltage, 1 frequency capped, 2 throttled, 3 soft temp limit;
-    bits 16-19 the same, since boot)."""
-    try:
-        done = subprocess.run(["vcgencmd", "get_throttled"], check=True, capture_output=True, text=True, timeout=5)
-        raw = int(done.stdout.strip().partition("=")[2], 16)
-    except (OSError, subprocess.SubprocessError, ValueError):
+    """``vcgencmd get_throttled`` (read by the device side's doctor) as named flags, now and since boot."""
+    from edgecnn.devices.doctor import read_throttled  # noqa: PLC0415
+
+    raw = read_throttled()
+    if raw is None:
         return None
     names = ("under_voltage", "frequency_capped", "throttled", "soft_temperature_limit")
     flags: dict[str, Any] = {"raw": hex(raw)}

@@ -19,14 +19,16 @@ from edgecnn.bench import timing
 from edgecnn.bench.accuracy import AccuracyResult, align_labels
 from edgecnn.bench.envinfo import fingerprint
 from edgecnn.bench.jobs import Artifact, Job, collect_artifacts, parse_threads, plan_jobs
-from edgecnn.bench.macs import count_macs, gmacs_per_s
+from edgecnn.bench.macs import count_macs_noted, gmacs_per_s
 from edgecnn.bench.reference import ReferenceBook, evaluate_artifact
 from edgecnn.bench.result import SAMPLES_KEPT, BenchResult, BenchRow, Offline, Status
 from edgecnn.bench.stats import DEFAULT_BLOCKS, DEFAULT_UNSTABLE_CV, summarize
 from edgecnn.data import Dataset, load_dataset
 from edgecnn.devices.cluster import ClusterOptions
 from edgecnn.errors import EdgecnnError, UsageError
-from edgecnn.manifest import ColorOrder, Layout, OutputKind, Preprocessing
+from edgecnn.manifest import ColorOrder, OutputKind, Preprocessing
+from edgecnn.prepchoice import PrepChoice, describe_prep
+from edgecnn.preprocess import InputEncoder, prepare_pixels
 
 DEFAULT_RUNS = 200
 
@@ -55,6 +57,10 @@ class BenchOptions:
     probe: bool = True  # check each model file in a child process before loading it here
     progress: bool = True
     ray: Optional[ClusterOptions] = None  # accuracy (--data) as chunks on a Ray cluster; latency always here
+    # The options `run` takes: override a manifest's preprocessing, or complete what a file without one says.
+    prep: Optional[PrepChoice] = None
+    labels: Optional[str] = None  # a labels file, one per line
+    output_kind: Optional[OutputKind] = None
 
     def plan(self) -> timing.TimingPlan:
         runs = self.runs if self.runs is not None or self.duration_s is not None else DEFAULT_RUNS
@@ -177,57 +183,76 @@ def _measure(job: Job, dataset: Optional[Dataset], book: ReferenceBook, options:
 
     art = job.artifact
     check_model(art.path, probe=options.probe)  # the child-process probe is not part of the load time
+    size = options.prep.size if options.prep is not None else None
     rss_before = timing.current_rss_mb()
-    runner, load_ms = timing.time_once(
-        lambda: open_runner(art.path, job.target, RunnerOptions(threads=job.threads, probe=False)))
+    runner, load_ms = timing.time_once(lambda: open_runner(
+        art.path, job.target, RunnerOptions(threads=job.threads, probe=False, warm_up=True, input_hw=size)))
     load_rss = timing.current_rss_mb() - rss_before
     with runner:
-        prep, labels, kind = model_io(art, runner)
-        check_against_model(runner, prep, labels, art.manifest, kind)  # a manifest for another model is refused
-        classifier = Classifier(runner, prep, labels, kind, top_k=5, manifest=art.manifest)
+        art = with_embedded_manifest(art, runner)
+        if art.manifest is not None and art.entry is None:
+            _check_data(art, dataset)
+            base = dataclasses.replace(base, model=art.model_name, notes=(art.note,))
+        setup = model_setup(art, runner, options)
+        prep, labels, kind = setup.prep, setup.labels, setup.kind
+        base = dataclasses.replace(base, preprocessing=describe_prep(prep) + (" (assumed)" if setup.guessed else ""),
+                                   notes=base.notes + setup.notices)
+        if setup.info is not None and art.entry is None:
+            base = dataclasses.replace(base, precision=setup.info.precision)
+        classifier = None
+        if not setup.problem:
+            check_against_model(runner, prep, labels, art.manifest, kind)  # a manifest for another model is refused
+            classifier = Classifier(runner, prep, labels, kind, top_k=5, manifest=art.manifest)
+        else:
+            base = dataclasses.replace(base, accuracy_note=f"n/a: {setup.problem}")
+        encoder = classifier.encoder if classifier is not None else InputEncoder.build(prep, runner.input)
         frame = sample_frame(dataset, prep)
-        encoded = classifier.encoder(np.asarray(classifier.prepare(frame, ColorOrder.RGB))[None])
+        encoded = encoder(np.asarray(prepare_pixels(frame, prep, ColorOrder.RGB))[None])
         _, first_ms = timing.time_once(lambda: runner.invoke(encoded))
         plan = options.plan()
         invoke_ms = timing.time_calls(lambda: runner.invoke(encoded), plan)
         invoke = summarize(invoke_ms, 1, options.blocks, options.unstable_cv)
         step = None
-        if options.step:
+        if options.step and classifier is not None:
             step_ms = timing.time_calls(lambda: classifier.classify(frame, ColorOrder.RGB), plan)
             step = summarize(step_ms, 1, options.blocks, options.unstable_cv)
         offline = measure_offline(runner, encoded, options) if options.offline else None
         key = (str(art.path), job.target)
         if key not in accuracy_cache:
-            accuracy_cache[key] = evaluate_artifact(art, classifier, dataset, book) if dataset is not None else None
+            accuracy_cache[key] = evaluate_artifact(art, classifier, dataset, book) \
+                if dataset is not None and classifier is not None else None
         accuracy = accuracy_cache[key]
         describe = runner.describe()
-    macs = count_macs(art.path)
+    # Never fails the row: latency first, MACs when they can be had (at the preprocessing's size when dynamic).
+    macs, macs_note = count_macs_noted(art.path, (prep.height, prep.width))
     status, reason = judge(accuracy, art, options)
     return dataclasses.replace(
-        base, status=status, reason=reason, load_ms=load_ms, first_inference_ms=first_ms, invoke=invoke, step=step,
+        base, status=status, reason=reason, notes=base.notes + ((macs_note,) if macs_note else ()), load_ms=load_ms,
+        first_inference_ms=first_ms, invoke=invoke, step=step,
         offline=offline, macs=macs, gmacs_per_s=gmacs_per_s(macs, invoke.p50), accuracy=accuracy,
         rss_mb=timing.current_rss_mb(), load_rss_mb=load_rss, peak_rss_mb=timing.peak_rss_mb(),
         runtime=describe, samples_ms=tuple(float(v) for v in _thin(invoke_ms)))
 
 
-def model_io(art: Artifact, runner: Any) -> tuple[Preprocessing, tuple[str, ...], OutputKind]:
-    """Preprocessing, labels and output kind: the manifest's, or assumed from the model's input (pixels/255)."""
+def with_embedded_manifest(art: Artifact, runner: Any) -> Artifact:
+    """``art`` with the manifest embedded in the model file when no manifest.json describes it."""
     if art.manifest is not None:
-        return art.manifest.preprocessing, tuple(art.manifest.labels), art.manifest.output_kind
-    shape = tuple(int(d) for d in runner.input.shape[1:])
-    classes = int(runner.output.shape[-1]) if runner.output.shape and runner.output.shape[-1] > 0 else 1
-    labels = tuple(str(i) for i in range(classes))
-    if len(shape) == 1:  # a flat vector: assume a square grey image (an MLP on 28x28 -> 784)
-        side = int(round(shape[0] ** 0.5))
-        if side * side != shape[0]:
-            raise UsageError(f"{art.path.name} takes a vector of {shape[0]} values and has no manifest",
-                             "bench the convert output folder so its manifest gives the preprocessing")
-        return Preprocessing(side, side, ColorOrder.GRAY, layout=Layout.FLAT), labels, OutputKind.PROBABILITIES
-    if len(shape) != 3 or shape[2] not in (1, 3):
-        raise UsageError(f"{art.path.name} takes input {shape} and has no manifest",
-                         "bench the convert output folder so its manifest gives the preprocessing")
-    color = ColorOrder.GRAY if shape[2] == 1 else ColorOrder.RGB
-    return Preprocessing(shape[0], shape[1], color), labels, OutputKind.PROBABILITIES
+        return art
+    from edgecnn.devices.classify import embedded_manifest  # noqa: PLC0415
+
+    manifest = embedded_manifest(runner)
+    if manifest is None:
+        return art
+    return dataclasses.replace(art, manifest=manifest, note="manifest read from the model file itself (no "
+                               "manifest.json beside it): preprocessing and labels from it, no hash check")
+
+
+def model_setup(art: Artifact, runner: Any, options: BenchOptions = BenchOptions()):
+    """Preprocessing, labels and output kind (devices/model_info.py ModelSetup): the manifest's with the options
+    given over it, else what the file says completed by the options given, the rest assumed (and noted)."""
+    from edgecnn.devices.model_info import resolve_setup  # noqa: PLC0415
+
+    return resolve_setup(runner, art.manifest, options.prep, options.labels, options.output_kind)
 
 
 def sample_frame(dataset: Optional[Dataset], prep: Preprocessing) -> np.ndarray:

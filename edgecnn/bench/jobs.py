@@ -9,7 +9,11 @@ from edgecnn.errors import InputPathError, ManifestError, UsageError
 from edgecnn.fileio import sha256_of
 from edgecnn.manifest import MANIFEST_NAME, ArtifactEntry, Manifest, find_manifest
 
-FAMILY_OF_SUFFIX = {".tflite": "tflite", ".lite": "tflite", ".onnx": "onnx"}
+from edgecnn.devices.modelcheck import SUFFIX_FORMAT, ModelFormat  # the one suffix table
+
+# Artifact families bench measures, by file suffix.
+FAMILY_OF_SUFFIX = {suffix: fmt.value for suffix, fmt in SUFFIX_FORMAT.items()
+                    if fmt in (ModelFormat.TFLITE, ModelFormat.ONNX)}
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,7 @@ class Artifact:
 
     @property
     def precision(self) -> str:
-        return self.entry.precision if self.entry is not None else "unknown"
+        return self.entry.precision if self.entry is not None else "unknown"  # bench reads a foreign file's
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,7 @@ def _file_artifact(path: Path) -> Artifact:
                          "convert it first with edgecnn convert, then bench the output folder")
     manifest_path = find_manifest(path)
     if manifest_path is None:
-        return Artifact(path, family, note="no manifest beside the file: input assumed to be pixels/255")
+        return Artifact(path, family)  # preprocessing from the file and the options given (and noted when assumed)
     manifest = Manifest.read(manifest_path)
     try:
         entry = manifest.artifact(path.name)

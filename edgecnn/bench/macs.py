@@ -3,6 +3,12 @@
 Counted ops: convolutions (regular, depthwise, grouped, transposed), fully connected / Gemm / MatMul.
 Elementwise ops, pooling and activations are left out, as MAC counts usually are. Batch dimensions
 are counted as one image: the figure is MACs per single inference.
+
+Neither format needs a converter's package or a runtime: a .tflite is read by the pure-Python flatbuffer
+reader (operators and the tensor shapes stored in the file), a .onnx by protobuf against
+a minimal ONNX schema with the shapes observed in ONNX Runtime (devices/onnxgraph.py); the ``onnx`` package
+is not used. A model whose work cannot be counted (a custom operator such as the Edge TPU's compiled
+subgraph, external weights, a dynamic image size) gets no figure and a reason: ``count_macs_noted``.
 """
 from __future__ import annotations
 
@@ -11,55 +17,68 @@ from typing import Optional
 
 import numpy as np
 
-from edgecnn.errors import ModelLoadError, RuntimeMissingError
+from edgecnn.errors import EdgecnnError, ModelLoadError
 
 _TFLITE_CONVS = {"CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "CONV_3D"}
 _TFLITE_MATMULS = {"FULLY_CONNECTED", "BATCH_MATMUL"}
 
 
-def count_macs(model_path: Path) -> Optional[int]:
-    """MACs of one inference of a .tflite or .onnx file; None for another format."""
+def count_macs(model_path: Path, input_hw: Optional[tuple[int, int]] = None) -> Optional[int]:
+    """MACs of one inference of a .tflite or .onnx file; None for another format.
+
+    Raises ModelLoadError (with the reason) when the model's work cannot be counted; RuntimeMissingError
+    when the runtime that reads the format is not installed. ``input_hw``: the (height, width) an ONNX model with
+    a dynamic image size is run at (the preprocessing's)."""
     suffix = Path(model_path).suffix.lower()
-    if suffix == ".tflite":
+    if suffix in (".tflite", ".lite"):
         return count_tflite_macs(Path(model_path))
     if suffix == ".onnx":
-        return count_onnx_macs(Path(model_path))
+        return count_onnx_macs(Path(model_path), input_hw)
     return None
+
+
+def count_macs_noted(model_path: Path, input_hw: Optional[tuple[int, int]] = None) -> tuple[Optional[int], str]:
+    """(MACs, "") or (None, why not): the MAC count is a nice-to-have, so nothing here fails a benchmark row."""
+    try:
+        return count_macs(model_path, input_hw), ""
+    except EdgecnnError as exc:
+        return None, f"MACs not counted: {exc.one_line()}"
+    except Exception as exc:  # noqa: BLE001 - a runtime's own error: no figure, with the reason
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        return None, f"MACs not counted: {type(exc).__name__}: {first}".rstrip(": ")
 
 
 # -- TFLite ------------------------------------------------------------------------------------------
 def count_tflite_macs(path: Path) -> int:
-    """Walk the interpreter's op list with the shapes of its tensors after allocation."""
-    interpreter = _tflite_interpreter(path)
+    """Walk the operators of the flatbuffer (devices/flatbuf.py, the one TFLite reader) with the tensor shapes
+    stored in it. Raises ModelLoadError for an unreadable file, a custom operator (its work is not in the graph)
+    or a dynamic image size (the stored shapes are placeholders then)."""
+    from edgecnn.devices.flatbuf import FlatbufferError, read_graph  # noqa: PLC0415
+
+    try:
+        graph = read_graph(Path(path).read_bytes())
+    except (FlatbufferError, OSError) as exc:
+        raise ModelLoadError(f"cannot read {Path(path).name} to count MACs ({exc})") from None
+    custom = sorted({op.custom for op in graph.operators if op.name == "CUSTOM"})
+    if custom:
+        raise ModelLoadError(f"{Path(path).name} has custom operator(s) {', '.join(custom)}, whose work "
+                             "cannot be counted from the graph")
     total = 0
-    for op in interpreter._get_ops_details():  # noqa: SLF001 - the only op-level API LiteRT exposes
-        name = op["op_name"]
-        if name in _TFLITE_CONVS or name in _TFLITE_MATMULS:
-            shapes = [_tflite_shape(interpreter, i) for i in op["inputs"]]
-            out = _tflite_shape(interpreter, op["outputs"][0])
-            total += _tflite_op_macs(name, shapes, out)
+    for op in graph.operators:
+        if op.name in _TFLITE_CONVS or op.name in _TFLITE_MATMULS:
+            shapes = [_tflite_shape(graph, i, path) for i in op.inputs]
+            total += _tflite_op_macs(op.name, shapes, _tflite_shape(graph, op.outputs[0], path))
     return int(total)
 
 
-def _tflite_interpreter(path: Path):
-    try:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType  # noqa: PLC0415
-    except ImportError:
-        raise RuntimeMissingError("counting MACs of .tflite needs LiteRT", "pip install ai-edge-litert") from None
-    try:
-        # Without the default delegate: XNNPACK would fold ops into one delegate node.
-        interpreter = Interpreter(model_path=str(path),
-                                  experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-        interpreter.allocate_tensors()
-    except (ValueError, RuntimeError) as exc:
-        raise ModelLoadError(f"cannot load {path} to count MACs ({str(exc).splitlines()[0]})") from None
-    return interpreter
-
-
-def _tflite_shape(interpreter, index: int) -> Optional[tuple[int, ...]]:
+def _tflite_shape(graph, index: int, path: Path) -> Optional[tuple[int, ...]]:
     if index < 0:
         return None  # an optional input left out (no bias)
-    return tuple(int(d) for d in interpreter._get_tensor_details(int(index), 0)["shape"])  # noqa: SLF001
+    tensor = graph.tensors[index]
+    if any(d < 0 for d in tensor.shape_signature[1:]):
+        raise ModelLoadError(f"{Path(path).name} has a dynamic image size (tensor {tensor.name} is "
+                             f"{list(tensor.shape_signature)}): its MACs depend on the size it is run at")
+    return tuple(int(d) for d in tensor.shape)
 
 
 def _tflite_op_macs(name: str, inputs: list, out: tuple[int, ...]) -> int:
@@ -81,34 +100,27 @@ def _tflite_op_macs(name: str, inputs: list, out: tuple[int, ...]) -> int:
 
 
 # -- ONNX --------------------------------------------------------------------------------------------
-def count_onnx_macs(path: Path) -> int:
-    """Walk the graph after ONNX shape inference; QDQ graphs count their float Conv/MatMul like any other."""
-    try:
-        import onnx  # noqa: PLC0415
-        from onnx import shape_inference  # noqa: PLC0415
-    except ImportError:
-        raise RuntimeMissingError("counting MACs of .onnx needs the onnx package", "pip install onnx") from None
-    try:
-        model = shape_inference.infer_shapes(onnx.load(str(path)))
-    except Exception as exc:  # noqa: BLE001 - onnx raises several unrelated types for a bad file
-        raise ModelLoadError(f"cannot load {path} to count MACs ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
-    shapes = _onnx_shapes(model)
-    total = 0
-    for node in model.graph.node:
-        total += _onnx_node_macs(node, shapes)
-    return int(total)
+_ONNX_COUNTED = {"Conv", "ConvInteger", "QLinearConv", "ConvTranspose", "Gemm", "MatMul", "MatMulInteger",
+                 "QLinearMatMul"}
 
 
-def _onnx_shapes(model) -> dict[str, tuple[int, ...]]:
-    """Shape of every named value; unknown (symbolic) dimensions, such as the batch, count as 1."""
-    graph = model.graph
-    shapes: dict[str, tuple[int, ...]] = {}
-    for init in graph.initializer:
-        shapes[init.name] = tuple(int(d) for d in init.dims)
-    for value in list(graph.input) + list(graph.value_info) + list(graph.output):
-        dims = value.type.tensor_type.shape.dim
-        shapes.setdefault(value.name, tuple(int(d.dim_value) if d.HasField("dim_value") else 1 for d in dims))
-    return shapes
+def count_onnx_macs(path: Path, input_hw: Optional[tuple[int, int]] = None) -> int:
+    """Walk the main graph with weight shapes from the file and activation shapes observed in ONNX Runtime
+    (batch 1); QDQ graphs count their float Conv/MatMul like any other."""
+    from edgecnn.devices.onnxgraph import has_external_data, initializer_shapes, parse_model, value_shapes  # noqa: PLC0415
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read {path} to count MACs ({exc.strerror or exc})") from None
+    model = parse_model(data, Path(path).name)
+    if has_external_data(model):
+        raise ModelLoadError(f"{Path(path).name} keeps its weights in external data files")
+    nodes = [node for node in model.graph.node if node.op_type in _ONNX_COUNTED]
+    shapes = initializer_shapes(model)
+    wanted = [name for node in nodes for name in (*node.input, *node.output) if name and name not in shapes]
+    shapes.update(value_shapes(model, wanted, input_hw=input_hw))
+    return int(sum(_onnx_node_macs(node, shapes) for node in nodes))
 
 
 def _onnx_node_macs(node, shapes: dict[str, tuple[int, ...]]) -> int:

@@ -18,9 +18,8 @@ from edgecnn.bench.jobs import Artifact
 from edgecnn.data import Dataset
 from edgecnn.errors import EdgecnnError
 from edgecnn.manifest import OutputKind, Preprocessing
-from edgecnn.preprocess import InputEncoder, encode_float
+from edgecnn.preprocess import encode
 
-FAMILY_CPU_TARGET = {"tflite": "cpu", "onnx": "onnx-cpu"}
 
 
 class Reference:
@@ -106,18 +105,14 @@ class ReferenceBook:
 
     def _artifact_scores(self, path: Path, family: str, prep: Preprocessing, kind: OutputKind) -> np.ndarray:
         from edgecnn.devices.base import RunnerOptions  # noqa: PLC0415
-        from edgecnn.devices.runners import open_runner  # noqa: PLC0415
+        from edgecnn.devices.runners import cpu_target, open_runner  # noqa: PLC0415
 
-        with open_runner(path, FAMILY_CPU_TARGET[family], RunnerOptions(probe=self.probe)) as runner:
-            return self.scores(runner, _encode(self.pixels(prep), prep, runner.input), kind)
+        with open_runner(path, cpu_target(family), RunnerOptions(probe=self.probe)) as runner:
+            return self.scores(runner, encode(self.pixels(prep), prep, runner.input), kind)
 
     def _note(self, text: str) -> None:
         if text not in self.notes:
             self.notes.append(text)
-
-
-def _encode(pixels: np.ndarray, prep: Preprocessing, spec: Any) -> np.ndarray:
-    return encode_float(pixels, spec) if pixels.dtype != np.uint8 else InputEncoder.build(prep, spec)(pixels)
 
 
 def evaluate_artifact(art: Artifact, classifier: Any, dataset: Dataset, book: ReferenceBook) -> AccuracyResult:
@@ -125,8 +120,9 @@ def evaluate_artifact(art: Artifact, classifier: Any, dataset: Dataset, book: Re
     prep = classifier.prep
     pixels = book.pixels(prep)
     runner = classifier.runner
-    scores = book.scores(runner, _encode(pixels, prep, runner.input), classifier.output_kind)
-    labelled = align_labels(dataset, classifier.labels, scores.shape[1]) if dataset.labels is not None else dataset
+    scores = book.scores(runner, encode(pixels, prep, runner.input), classifier.output_kind)
+    labelled = align_labels(dataset, classifier.labels, scores.shape[1], classifier.manifest is not None) \
+        if dataset.labels is not None else dataset
     try:
         ref = book.reference_for(art, prep, classifier.output_kind)
     except EdgecnnError as exc:  # a reference that cannot run: the artifact's own accuracy still counts

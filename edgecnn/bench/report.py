@@ -46,8 +46,8 @@ def row_label(row: dict[str, Any]) -> str:
 
 
 COLUMNS = ("source", "model", "format", "target", "threads", "status", "size", "load ms", "first ms", "p50 ms",
-           "p90 ms", "p99 ms", "img/s", "step p50 ms", "p50 vs fp32", "MMAC", "GMAC/s", "top-1", "drop pp",
-           "agreement", "stability")
+           "p90 ms", "p99 ms", "img/s", "step p50 ms", "p50 vs fp32", "MMAC", "GMAC/s", "top-1", "preprocessing",
+           "drop pp", "agreement", "stability")
 
 
 def table_rows(raw: dict[str, Any]) -> list[list[str]]:
@@ -63,14 +63,27 @@ def table_rows(raw: dict[str, Any]) -> list[list[str]]:
             _ms(inv and inv["p50"]), _ms(inv and inv["p90"]), _ms(inv and inv["p99"]),
             _num(inv and inv["images_per_s"], "{:.0f}"), _ms(step and step["p50"]),
             _num(row.get("p50_vs_fp32"), "{:.2f}x"), _num(row["macs"] / 1e6 if row.get("macs") else None, "{:.1f}"),
-            _num(row.get("gmacs_per_s")), _pct(acc.get("top1")), _num(acc.get("drop_pp")), _pct(acc.get("agreement")),
-            stability])
+            _num(row.get("gmacs_per_s")), _top1(row, acc), _preprocessing(row, acc), _num(acc.get("drop_pp")),
+            _pct(acc.get("agreement")), stability])
     return out
+
+
+def _top1(row: dict[str, Any], acc: dict[str, Any]) -> str:
+    if acc.get("top1") is None and row.get("accuracy_note"):
+        return "n/a"
+    return _pct(acc.get("top1"))
+
+
+def _preprocessing(row: dict[str, Any], acc: dict[str, Any]) -> str:
+    """Beside every accuracy: the preprocessing it was measured with (a figure means nothing without it)."""
+    return row.get("preprocessing") or "–" if acc else "–"
 
 
 def _visible_columns(raw: dict[str, Any]) -> list[int]:
     has_source = any(row.get("source") for row in raw["rows"])
-    return [i for i, name in enumerate(COLUMNS) if name != "source" or has_source]
+    has_accuracy = any(row.get("accuracy") for row in raw["rows"])
+    return [i for i, name in enumerate(COLUMNS)
+            if (name != "source" or has_source) and (name != "preprocessing" or has_accuracy)]
 
 
 # -- Markdown -------------------------------------------------------------------------------------------
@@ -120,6 +133,9 @@ def _detail_lines(raw: dict[str, Any]) -> list[str]:
     for row in raw["rows"]:
         if row["status"] != "ok":
             lines.append(f"- **{row['status']}** {row_label(row)}: {row['reason']}")
+        if row.get("accuracy_note"):
+            lines.append(f"- {row_label(row)}: accuracy {row['accuracy_note']}")
+        lines += [f"- {row_label(row)}: {note}" for note in row.get("notes", [])]
         acc = row.get("accuracy") or {}
         worst = acc.get("worst_classes") or []
         if worst:
@@ -141,12 +157,7 @@ def to_html(raw: dict[str, Any]) -> str:
     summary = "".join(f"<li>{html.escape(line.lstrip('- '))}</li>" for line in _summary_lines(raw))
     details = "".join(f"<li>{html.escape(line.lstrip('- '))}</li>" if line.startswith("- ")
                       else f"</ul><p>{html.escape(line)}</p><ul>" for line in _detail_lines(raw) if line.strip())
-    plots = [("Raw-inference latency distribution per row", plot_latency(raw)),
-             ("Accuracy against latency", plot_accuracy(raw))]
-    figures = "".join(
-        f"<figure><img class='plot' alt='{html.escape(title)}' src='data:image/png;base64,{png}'>"
-        f"<figcaption>{html.escape(title)}</figcaption></figure>" if png else
-        f"<p class='noplot'>{html.escape(title)}: no data to plot</p>" for title, png in plots)
+    figures = _figures(raw)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>edgecnn bench</title>
 <style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse;font-size:13px}}
@@ -162,6 +173,21 @@ Command: <code>{html.escape(str(raw.get('command', '')))}</code></p>
 {figures}
 </body></html>
 """
+
+
+def _figures(raw: dict[str, Any]) -> str:
+    """The plots as inline PNGs; on a device without matplotlib, a line saying so (the tables are complete)."""
+    from edgecnn.errors import RuntimeMissingError  # noqa: PLC0415
+
+    try:
+        plots = [("Raw-inference latency distribution per row", plot_latency(raw)),
+                 ("Accuracy against latency", plot_accuracy(raw))]
+    except RuntimeMissingError as exc:
+        return f"<p class='noplot'>No plots: {html.escape(exc.one_line())}.</p>"
+    return "".join(
+        f"<figure><img class='plot' alt='{html.escape(title)}' src='data:image/png;base64,{png}'>"
+        f"<figcaption>{html.escape(title)}</figcaption></figure>" if png else
+        f"<p class='noplot'>{html.escape(title)}: no data to plot</p>" for title, png in plots)
 
 
 def _matplotlib():

@@ -42,7 +42,7 @@ class BenchRow:
     artifact: str  # the file benchmarked
     format: str  # "tflite-int8", ... (manifest name) or the file suffix
     family: str  # tflite | onnx
-    precision: str  # fp32 | fp16 | dynamic | int8 | unknown
+    precision: str  # fp32 | fp16 | dynamic | int8 | uint8 | int16x8 (read from a file without a manifest) | unknown
     target: str
     threads: int
     status: Status
@@ -57,6 +57,8 @@ class BenchRow:
     gmacs_per_s: Optional[float] = None  # at the p50 of the raw inference
     p50_vs_fp32: Optional[float] = None  # this row's p50 / the fp32 artifact's p50, same model/family/target/threads
     accuracy: Optional[AccuracyResult] = None
+    preprocessing: str = ""  # how images were fed (edgecnn.prepchoice.describe_prep); "(assumed)" when guessed
+    accuracy_note: str = ""  # why accuracy does not apply ("n/a: ... not a single-output image classifier ...")
     rss_mb: Optional[float] = None  # resident memory after the row's measurements
     load_rss_mb: Optional[float] = None  # resident memory the load added
     peak_rss_mb: Optional[float] = None  # the process's peak so far (includes earlier rows)

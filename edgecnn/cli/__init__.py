@@ -5,10 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from edgecnn.cli.app import app, console_err
-
-# Importing the command modules registers their commands on ``app``.
-from edgecnn.cli import convert_cmd, run_cmd, bench_cmd, inspect_cmd, doctor_cmd  # noqa: E402,F401
+from edgecnn.cli.app import app, console_err  # commands load on first use (edgecnn.cli.app.COMMAND_MODULES)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,20 +23,27 @@ def main(argv: list[str] | None = None) -> int:
     except EdgecnnError as exc:
         if caused_by_interrupt(exc):  # a converter error that wraps a Ctrl-C is the Ctrl-C
             return _interrupted()
-        console_err.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
+        console_err.print(f"[bold red]error:[/] {_escape(exc.one_line())}", highlight=False, soft_wrap=True)
         code = exc.exit_code
     except click.ClickException as exc:
-        console_err.print(f"[bold red]error:[/] {exc.format_message()}", highlight=False, soft_wrap=True)
+        console_err.print(f"[bold red]error:[/] {_escape(exc.format_message())}", highlight=False, soft_wrap=True)
         code = 2
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
         if caused_by_interrupt(exc):  # Ctrl-C inside a native callback surfaces as SystemError
             return _interrupted()
         if os.environ.get("EDGECNN_DEBUG"):
             raise
-        console_err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
+        console_err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {_escape(str(exc))} "
                           "(set EDGECNN_DEBUG=1 for the traceback and please report it)", highlight=False, soft_wrap=True)
         code = 70
     return code
+
+
+def _escape(text: str) -> str:
+    """Text printed through rich markup: "pip install 'edgecnn[device]'" must keep its [device]."""
+    from rich.markup import escape  # noqa: PLC0415
+
+    return escape(text)
 
 
 def _interrupted() -> int:

@@ -11,15 +11,18 @@ from typing import Optional
 import click
 
 from edgecnn.cli.app import app, console, console_err
+from edgecnn.cli.prep_options import output_kind as given_output_kind
+from edgecnn.cli.prep_options import prep_choice, prep_options
 
 DEFAULT_OUT = Path("edgecnn-out") / "bench"
 TERMINAL_COLUMNS = ("source", "model", "format", "target", "threads", "status", "size", "load ms", "p50 ms", "p90 ms",
-                    "p99 ms", "img/s", "step p50 ms", "p50 vs fp32", "GMAC/s", "top-1", "drop pp", "agreement",
-                    "stability")
+                    "p99 ms", "img/s", "step p50 ms", "p50 vs fp32", "GMAC/s", "top-1", "preprocessing", "drop pp",
+                    "agreement", "stability")
 # A narrow terminal gets the columns a reader compares first, with short headers; the files have all.
 COMPACT_COLUMNS = ("source", "model", "format", "target", "threads", "status", "p50 ms", "p90 ms", "step p50 ms",
                    "p50 vs fp32", "top-1", "drop pp", "stability")
-SHORT_HEADERS = {"threads": "thr", "step p50 ms": "step ms", "p50 vs fp32": "/fp32", "stability": "stable"}
+SHORT_HEADERS = {"threads": "thr", "step p50 ms": "step ms", "p50 vs fp32": "/fp32", "stability": "stable",
+                 "preprocessing": "prep"}
 WIDE_TERMINAL = 170
 
 
@@ -50,8 +53,10 @@ WIDE_TERMINAL = 170
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--unsafe", is_flag=True, help="Load a Keras reference with custom code (only trusted files).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON instead of a table.")
+@prep_options
 def bench_command(models, devices, threads, data, runs, duration, warmup, offline, batch, samples, reference,
-                  max_drop, min_agreement, ray_address, ray_chunk, no_step, out, force, unsafe, as_json) -> int:
+                  max_drop, min_agreement, ray_address, ray_chunk, no_step, out, force, unsafe, as_json,
+                  **prep) -> int:
     """Benchmark MODEL... (.tflite/.onnx files or edgecnn convert output folders) on each --device at each
     --threads count: latency percentiles, load and first-inference time, memory, MACs, accuracy loss."""
     from edgecnn.bench.harness import BenchOptions, bench  # noqa: PLC0415
@@ -63,7 +68,8 @@ def bench_command(models, devices, threads, data, runs, duration, warmup, offlin
     options = BenchOptions(warmup=warmup, runs=runs, duration_s=duration, offline=offline, batch=batch,
                            step=not no_step, max_samples=samples, reference=str(reference) if reference else None,
                            unsafe=unsafe, min_agreement=min_agreement, max_drop_pp=max_drop, progress=not as_json,
-                           ray=ClusterOptions(ray_address.strip(), chunk=ray_chunk) if ray_address else None)
+                           ray=ClusterOptions(ray_address.strip(), chunk=ray_chunk) if ray_address else None,
+                           prep=prep_choice(prep), labels=prep.get("labels"), output_kind=given_output_kind(prep))
     options.validate()
     refuse_overwrite(list(output_paths(out).values()), force)  # before the work, not after it
     command = "edgecnn " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "edgecnn bench"
@@ -113,6 +119,12 @@ def _show(raw: dict, paths: dict, as_json: bool) -> None:
         if row["status"] != "ok":
             console_err.print(f"[bold]{row['status']}[/] {row_label(row)}: {row['reason']}", highlight=False,
                               soft_wrap=True)
+    for row in raw["rows"]:
+        if not wide and (row.get("accuracy") or {}).get("top1") is not None:  # the column is too wide for 80
+            console.print(f"{row_label(row)}: top-1 {row['accuracy']['top1']:.1%} with preprocessing "
+                          f"{row.get('preprocessing') or '–'}", highlight=False, soft_wrap=True)
+        for note in row.get("notes", []):
+            console_err.print(f"note: {row_label(row)}: {note}", highlight=False, soft_wrap=True)
     for note in raw.get("notes", []):
         console_err.print(f"note: {note}", highlight=False, soft_wrap=True)
     console.print("results: " + ", ".join(str(p) for p in paths.values()), highlight=False, soft_wrap=True)

@@ -8,7 +8,8 @@ from typing import Optional
 import click
 
 from edgecnn.cli.app import app, console, console_err
-from edgecnn.errors import AccuracyBudgetError, ConversionFailedError, UsageError
+from edgecnn.cli.prep_options import number, numbers
+from edgecnn.errors import AccuracyBudgetError, ConversionFailedError
 
 _FORMAT_NAMES = "tflite-fp32, tflite-fp16, tflite-dynamic, tflite-int8, onnx-fp32, onnx-int8"
 
@@ -71,8 +72,8 @@ def convert_command(model: Optional[str], calib, val, out, formats, io_type, cal
     options = ConvertOptions(
         formats=formats, io=IoType(io_type), calib_method=calib_method.strip().lower(), calib_samples=calib_samples,
         labels_file=labels_file, color=ColorOrder(color) if color else None, resize=ResizeMode(resize), interpolation=Interpolation(interpolation),
-        scale=_number(scale, "--scale") if scale is not None else None, mean=_numbers(mean, "--mean"),
-        std=_numbers(std, "--std"), invert=invert, max_drop=max_drop, force=force, unsafe=unsafe,
+        scale=number(scale, "--scale") if scale is not None else None, mean=numbers(mean, "--mean"),
+        std=numbers(std, "--std"), invert=invert, max_drop=max_drop, force=force, unsafe=unsafe,
         fallback=FallbackMode(fallback), per_channel=not per_tensor, opset=opset, progress=not as_json,
         output_kind=OutputKind(output_kind) if output_kind else None, min_float_agreement=min_float_agreement,
         onnx_target=onnx_target, onnx_full_int8=onnx_full_int8,
@@ -102,7 +103,7 @@ def _print(result, as_json: bool) -> None:
     for warning in result.warnings:
         console_err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     console.print(summary_table(result.manifest))
-    for entry in result.manifest.artifacts:  # --fallback auto (issue 5): which layers stayed in float
+    for entry in result.manifest.artifacts:  # --fallback auto: which layers stayed in float
         for note in (n for n in entry.notes if n.startswith("--fallback auto")):
             console.print(f"{entry.name}: {note}", highlight=False, soft_wrap=True)
     if result.cluster_summary:  # --ray: where the verification chunks ran (each artifact's notes have its own)
@@ -110,23 +111,3 @@ def _print(result, as_json: bool) -> None:
     console.print(f"artifacts and manifest in {result.out_dir}", highlight=False, soft_wrap=True)
     if result.log_path is not None:
         console_err.print(f"converter log: {result.log_path}", highlight=False, soft_wrap=True)
-
-
-def _number(text: str, option: str) -> float:
-    """A float, also written as a fraction ("1/255")."""
-    try:
-        if "/" in text:
-            top, bottom = text.split("/", 1)
-            return float(top) / float(bottom)
-        return float(text)
-    except (ValueError, ZeroDivisionError):
-        raise UsageError(f"{option} '{text}' is not a number", "write e.g. 0.5 or 1/255") from None
-
-
-def _numbers(text: Optional[str], option: str) -> Optional[tuple[float, ...]]:
-    if text is None:
-        return None
-    parts = [p for p in text.replace(" ", ",").split(",") if p]
-    if not parts:
-        raise UsageError(f"{option} is empty", "give one value or one per channel, comma-separated")
-    return tuple(_number(p, option) for p in parts)

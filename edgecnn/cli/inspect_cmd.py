@@ -161,7 +161,10 @@ def _print_layers(result: Any, top: int) -> None:
     table = Table(title=f"{result.model_name}: {result.family.value} int8 vs float, worst layers first "
                         f"({result.samples} calibration samples)")
     for header in TABLE_HEADERS:
-        table.add_column(header, justify="right" if header not in ("layer", "op", "keep in float") else "left")
+        text = header in ("layer", "op", "keep in float")
+        # Names fold onto a second line at 80 columns instead of ending in "…": a cut name is no name.
+        table.add_column(header, justify="left" if text else "right", overflow="fold" if text else "ellipsis",
+                         min_width=6 if text else None)
     for row in table_rows(result, top):
         table.add_row(*row)
     console.print(table)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgecnn.cli import main
-from edgecnn.devices.videofile import digit_frames, write_video
+from fixtures.video import digit_frames, write_video
 from edgecnn.manifest import ColorOrder
 from edgecnn.preprocess import InputEncoder, prepare_batch, to_float
 
@@ -85,12 +85,30 @@ def test_summary_table_and_record(tmp_path, video, int8, capsys):
     assert decoded(record).shape[0] == 10
 
 
-def test_model_without_manifest_needs_preprocessing_options(tmp_path, video, int8, capsys):
-    alone = tmp_path / "model.tflite"
-    shutil.copy(int8, alone)
-    assert main(["run", str(alone), "--source", str(video), "--max-frames", "3", "--no-show"]) == 2
-    err = capsys.readouterr().err
-    assert "manifest" in err and len(err.strip().splitlines()) == 1
+def _without_embedded_manifest(source, target):
+    """A copy of ``source`` whose metadata no longer holds edgecnn's manifest (a model converted elsewhere)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from edgecnn.manifest import EMBEDDED_KEY
+
+    model = flatbuffer_utils.read_model(str(source))
+    model.metadata = [m for m in model.metadata or [] if m.name not in (EMBEDDED_KEY, EMBEDDED_KEY.encode())]
+    flatbuffer_utils.write_model(model, str(target))
+    return target
+
+
+def test_model_without_manifest_runs_on_what_the_file_says(tmp_path, video, int8, capsys):
+    lone = tmp_path / "lone" / int8.name
+    lone.parent.mkdir()
+    shutil.copy(int8, lone)  # alone, but carrying the manifest convert embedded in it: that is enough
+    lone_out = tmp_path / "lone.jsonl"
+    assert main(["run", str(lone), "--source", str(video), "--max-frames", "30", "--jsonl", str(lone_out),
+                 "--no-show", "-q"]) == 0
+    capsys.readouterr()
+    alone = _without_embedded_manifest(int8, tmp_path / "model.tflite")
+    assert main(["run", str(alone), "--source", str(video), "--max-frames", "3", "--no-show", "-q"]) == 0
+    captured = capsys.readouterr()  # runs on what the file says, and says what it assumed (even with -q)
+    assert "note: model.tflite has no manifest: preprocessing assumed (scale 1/255" in captured.out + captured.err
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]))
     out = tmp_path / "f.jsonl"
@@ -102,6 +120,7 @@ def test_model_without_manifest_needs_preprocessing_options(tmp_path, video, int
     assert main(["run", str(int8), "--source", str(video), "--max-frames", "30", "--jsonl", str(with_manifest),
                  "--no-show", "-q"]) == 0
     assert np.array_equal(jsonl_top1(out), jsonl_top1(with_manifest))  # same preprocessing, given by hand
+    assert np.array_equal(jsonl_top1(lone_out), jsonl_top1(with_manifest))  # the embedded manifest's
 
 
 @pytest.mark.parametrize("args,message", [
@@ -109,7 +128,9 @@ def test_model_without_manifest_needs_preprocessing_options(tmp_path, video, int
     (["--serve", "notaport"], "[HOST:]PORT"),
     (["--size", "28"], "HxW"),
     (["--capture-size", "640"], "WxH"),
-    (["--color", "gray"], "need --size"),
+    (["--color", "rgb"], "preprocessing produces (28, 28, 3) but"),  # over the manifest's: refused by the model
+    (["--size", "32x32"], "preprocessing produces (32, 32, 1) but"),
+    (["--scale", "1/0"], "is not a number"),
     (["--top-k", "0"], "--top-k"),
     (["--device", "cpx"], "did you mean 'cpu'"),
     (["--show"], "no GUI support"),
@@ -157,3 +178,39 @@ def test_unknown_device_is_named_before_the_source_is_opened(capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert "unknown device 'gpuu'" in err and "did you mean 'gpu'" in err and "Traceback" not in err
+
+
+def test_run_starts_without_rich_or_the_other_commands(int8, tmp_path):
+    """The start path stays lean (benchmarks/startup.py): rich, TensorFlow, onnx, difflib made unimportable,
+    and the other commands' modules never loaded."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    image = tmp_path / "digit.png"
+    frames, _ = digit_frames(1, size=64)
+    cv2.imwrite(str(image), frames[0])
+    noimport = Path(__file__).parents[1] / "devices" / "noimport.py"
+    code = (f"import sys\nfrom edgecnn.cli import main\n"
+            f"code = main(['run', {str(int8)!r}, '--source', {str(image)!r}, '--no-show'])\n"
+            "loaded = sorted(m for m in sys.modules if m.startswith('edgecnn.cli.') and m not in "
+            "('edgecnn.cli.app', 'edgecnn.cli.run_cmd', 'edgecnn.cli.prep_options'))\n"
+            "print('LOADED', loaded)\nsys.exit(code)")
+    proc = subprocess.run([sys.executable, str(noimport), "rich,tensorflow,keras,onnx,difflib,matplotlib", "-c", code],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "NOIMPORT-OK" in proc.stderr, proc.stderr[-2000:]
+    assert "LOADED []" in proc.stdout
+    assert "edgecnn run" in proc.stdout and "ended by" in proc.stdout  # the summary, printed without rich
+
+
+def test_error_hints_keep_their_brackets(monkeypatch, capsys, int8):
+    """An error's hint goes through rich markup: "pip install 'edgecnn[onnx-cpu]'" must not lose "[onnx-cpu]"."""
+    import edgecnn.devices.live as live
+    from edgecnn.errors import RuntimeMissingError
+
+    def missing(*args, **kwargs):
+        raise RuntimeMissingError("ONNX Runtime is not installed", "pip install 'edgecnn[onnx-cpu]'")
+
+    monkeypatch.setattr(live, "run", missing)
+    assert main(["run", str(int8), "--source", "0"]) == 2
+    assert "pip install 'edgecnn[onnx-cpu]'" in capsys.readouterr().err

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgecnn.errors import ConversionError, ModelLoadError
+from edgecnn.errors import ConversionError, ConversionFailedError, ModelLoadError
 
 
 def _save(model, folder, name="model.keras"):
@@ -27,7 +27,7 @@ def test_an_unsupported_op_names_its_layer(tmp_path, interpolation, op):
                              keras.layers.Conv2D(4, 3)], name="body")
     model = keras.Sequential([keras.Input((28, 28, 1)), body, keras.layers.GlobalAveragePooling2D(),
                               keras.layers.Dense(10, activation="softmax")])
-    with pytest.raises(ConversionError) as caught:
+    with pytest.raises(ConversionFailedError) as caught:  # the one format failed: nothing published
         _convert(_save(model, tmp_path), tmp_path / "out")
     message = str(caught.value)
     assert f"layer 'upsize' (Resizing) produces TF op '{op}' that TFLite builtins do not support" in message

@@ -52,7 +52,9 @@ def _limit_models():
     x = keras.Input((10, 10, 3))
     a = L.Conv2D(4, 3, name="conv_a")(x)
     b = L.Conv2D(4, 1, name="conv_b")(L.LeakyReLU(name="leaky")(a))
-    made["branch"] = (keras.Model(x, L.Conv2D(2, 1, name="conv_d")(L.Concatenate(name="cat")([b, L.Conv2D(4, 1, name="conv_c")(a)]))),
+    # The converter orders pool and conv_c after LEAKY_RELU, though they read only conv_a's output.
+    c = L.Conv2D(4, 1, name="conv_c")(L.MaxPooling2D(1, name="pool")(a))
+    made["branch"] = (keras.Model(x, L.Conv2D(2, 1, name="conv_d")(L.Add(name="add")([b, c]))),
                       (10, 10, 3))
     return made
 
@@ -158,9 +160,9 @@ def test_a_branch_after_an_unsupported_op_is_walked_on_the_graph(limits):
     ops = _by_layer(report)
     assert (ops["leaky"].status, ops["leaky"].reason) == (NOT_SUPPORTED, "LEAKY_RELU is not in the Edge TPU's "
                                                           "supported-operations table")
-    assert ops["conv_a"].on_edgetpu and ops["conv_c"].on_edgetpu  # conv_c comes after LEAKY_RELU in op order
-    assert ops["conv_c"].index > ops["leaky"].index
-    assert [op.status for op in report.ops if op.layer in ("conv_b", "cat", "conv_d")] == [AFTER_SPLIT] * 3
+    assert ops["conv_a"].on_edgetpu and ops["pool"].on_edgetpu and ops["conv_c"].on_edgetpu
+    assert ops["conv_c"].index > ops["pool"].index > ops["leaky"].index  # after LEAKY_RELU in op order
+    assert [op.status for op in report.ops if op.layer in ("conv_b", "add", "conv_d")] == [AFTER_SPLIT] * 3
     assert report.subgraphs == 1
     multi = check_edgetpu(limits["branch"], EdgeTpuOptions(multiple_subgraphs=True))
     assert [op.on_edgetpu for op in multi.ops] == [op.op != "LEAKY_RELU" for op in multi.ops]

@@ -114,7 +114,7 @@ def test_a_real_nan_artifact_is_refused(tmp_path):
 @pytest.fixture(scope="module")
 def broken_keras(tmp_path_factory):
     """The trained MNIST CNN whose int8 collapses (outlier units): float artifacts fine, int8 at chance level."""
-    from edgecnn.converters.broken_model import trained_outlier_cnn
+    from fixtures.broken_model import trained_outlier_cnn
 
     return Path(trained_outlier_cnn())
 

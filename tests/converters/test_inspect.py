@@ -14,7 +14,7 @@ SAMPLES = 100
 
 @pytest.fixture(scope="module")
 def broken():
-    from edgecnn.converters.broken_model import trained_outlier_cnn
+    from fixtures.broken_model import trained_outlier_cnn
     from edgecnn.converters.keras_load import load_model
 
     return load_model(trained_outlier_cnn())
@@ -35,7 +35,7 @@ def tflite_result(broken, calib):
 
 
 def test_tflite_names_the_outlier_layer_first(tflite_result):
-    from edgecnn.converters.broken_model import GUILTY_LAYER
+    from fixtures.broken_model import GUILTY_LAYER
 
     worst = tflite_result.worst
     assert worst.layer == GUILTY_LAYER
@@ -56,7 +56,7 @@ def test_tflite_healthy_model_has_no_such_layer(mnist_keras_path, calib, tflite_
 
 
 def test_onnx_names_the_outlier_layer_first(broken, calib):
-    from edgecnn.converters.broken_model import GUILTY_LAYER
+    from fixtures.broken_model import GUILTY_LAYER
     from edgecnn.converters.inspect import Family, InspectOptions, inspect
 
     result = inspect(broken, calib, options=InspectOptions(family=Family.ONNX))
@@ -112,7 +112,7 @@ def test_calibration_of_the_wrong_shape_is_a_data_error(broken):
 # -- the command line ------------------------------------------------------------------------------
 def test_cli_inspect_json_flags_raw_pixels(tmp_path, capsys, calib):
     from edgecnn.cli import main
-    from edgecnn.converters.broken_model import trained_outlier_cnn
+    from fixtures.broken_model import trained_outlier_cnn
 
     raw = tmp_path / "raw_pixels.npy"
     np.save(raw, (calib[:60] * 255.0).astype(np.float32))  # 0-255 floats for a model trained on 0-1

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgecnn.errors import ConversionError
+from edgecnn.errors import ConversionFailedError
 
 
 @pytest.fixture(autouse=True)
@@ -81,7 +81,7 @@ def test_a_mixed_precision_savedmodel_folder_is_named_as_such(mixed_digit_cnn, t
 
     folder = tmp_path / "mixed_savedmodel"
     mixed_digit_cnn.export(str(folder), format="tf_saved_model", verbose=False)
-    with pytest.raises(ConversionError, match="computes in float16") as caught:
+    with pytest.raises(ConversionFailedError, match="computes in float16") as caught:
         convert(folder, calib="mnist", out=tmp_path / "out", options=ConvertOptions(formats="tflite-fp32", progress=False))
     message = str(caught.value)
     assert "set_global_policy('float32')" in message and "\n" not in message

@@ -92,7 +92,7 @@ def _input_shape(path: Path) -> list[int]:
 
 def test_the_edge_tpu_ready_model_of_a_savedmodel_folder(saved_folders, tmp_path):
     """The Edge TPU path uses the same export: a tf.saved_model.save folder gives a static, frozen int8 model."""
-    from edgecnn.converters.edgetpu_check import check_edgetpu
+    from edgecnn.devices.edgetpu_check import check_edgetpu
     from edgecnn.converters.edgetpu_compiler import compiler_ready_model
     from edgecnn.data import mnist_sample
 

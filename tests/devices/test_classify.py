@@ -100,9 +100,13 @@ def _lone_copy(device_models, tmp_path, name="int8"):
     return model
 
 
-def test_no_manifest_and_no_preprocessing_says_which_options_to_pass(device_models, tmp_path):
-    with pytest.raises(ManifestError, match="no manifest.json beside it.*--manifest"):
-        Classifier.open(_lone_copy(device_models, tmp_path))
+def test_no_manifest_reads_the_file_and_says_what_it_assumed(device_models, tmp_path):
+    with Classifier.open(_lone_copy(device_models, tmp_path)) as classifier:
+        assert (classifier.prep.height, classifier.prep.width, classifier.prep.color) == (28, 28, ColorOrder.GRAY)
+        assert classifier.precision == "int8" and classifier.labels == tuple(str(d) for d in range(10))
+        assert any("preprocessing assumed (scale 1/255, mean 0, std 1, resize stretch)" in n
+                   for n in classifier.notices)
+        assert any("final op SOFTMAX" in n for n in classifier.notices)
 
 
 def test_explicit_preprocessing_and_labels_file(device_models, tmp_path, val):

@@ -18,7 +18,7 @@ from edgecnn.devices.classify import Classifier
 from edgecnn.devices.live import Display, EndReason, RunOptions, run, summary_rows
 from edgecnn.devices.sources import OpenCVSource, SourceKind
 from edgecnn.devices.stats import LiveStats, RollingWindow
-from edgecnn.devices.videofile import digit_frames, write_video
+from fixtures.video import digit_frames, write_video
 from edgecnn.errors import OutputExistsError, UsageError
 from edgecnn.manifest import ColorOrder, Manifest
 from edgecnn.preprocess import InputEncoder, prepare_batch, to_float
@@ -226,3 +226,13 @@ def test_rolling_stats_use_bounded_memory():
 
 def test_source_kind_live_flags():
     assert SourceKind.CAMERA.live and SourceKind.STREAM.live and not SourceKind.VIDEO.live
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 7, 100, 999, 1000])
+def test_rolling_percentiles_equal_numpys_linear_method(count):
+    values = np.random.default_rng(count).exponential(3.0, count)
+    window = RollingWindow(1000)
+    for value in values:
+        window.add(value)
+    for q in (0, 1, 10, 50, 90, 99, 100):
+        assert window.percentile(q) == pytest.approx(float(np.percentile(values, q)), rel=1e-12, abs=1e-12)

@@ -47,6 +47,12 @@ CLI_CASES = [
     ("doctor", ["doctor", "--json"], lambda out: json.loads(out)["checks"]),
     ("run", ["run", "{int8}", "--source", "{digits}", "--max-frames", "5", "--jsonl", "-", "--no-show"],
      lambda out: len([line for line in out.splitlines() if line.startswith("{")]) == 5),
+    ("run-foreign-nchw-onnx", ["run", "{text_cls}", "--device", "onnx-cpu", "--source", "{digits}", "--max-frames", "2",
+                               "--jsonl", "-", "--no-show", "--size", "48x192", "--scale", "1/255", "--mean", "0.5",
+                               "--std", "0.5"],
+     lambda out: len([line for line in out.splitlines() if line.startswith("{")]) == 2),
+    ("bench-foreign-custom-op", ["bench", "{selfie}", "--runs", "10", "--json", "--out", "{tmp}", "--force"],
+     lambda out: json.loads(out)["rows"][0]["accuracy_note"].startswith("n/a")),
     ("inspect-edgetpu", ["inspect", "{int8}", "--target", "edgetpu", "--json"],
      lambda out: (lambda tpu: tpu["prediction"]["mapped"] >= 2 and tpu["ready_model"] is None
                   and "batch dimension is dynamic" in tpu["ready_note"])(json.loads(out)["edgetpu"])),
@@ -54,8 +60,11 @@ CLI_CASES = [
 
 
 @pytest.mark.parametrize("name,argv,check", CLI_CASES, ids=[c[0] for c in CLI_CASES])
-def test_cli_without_tensorflow(device_models, digit_folder, name, argv, check):
-    fill = {"int8": str(device_models.int8), "onnx": str(device_models.onnx), "digits": str(digit_folder)}
+def test_cli_without_tensorflow(device_models, digit_folder, name, argv, check, tmp_path):
+    foreign = HERE.parent / "data" / "foreign"
+    fill = {"int8": str(device_models.int8), "onnx": str(device_models.onnx), "digits": str(digit_folder),
+            "text_cls": str(foreign / "ch_ppocr_mobile_v2.0_cls_infer.onnx"),
+            "selfie": str(foreign / "selfie_segmentation.tflite"), "tmp": str(tmp_path / "out")}
     proc = _run_blocked(["-m", "edgecnn.cli", *[a.format(**fill) for a in argv]])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert check(proc.stdout), proc.stdout[-2000:]
@@ -115,7 +124,7 @@ def test_no_device_module_imports_tensorflow_or_converters():
 
 def test_run_on_a_video_file_with_every_output_without_tensorflow(device_models, tmp_path):
     """`edgecnn run --max-frames` on a video file, with --jsonl, --record and --serve (the whole live path)."""
-    from edgecnn.devices.videofile import digit_frames, write_video
+    from fixtures.video import digit_frames, write_video
 
     frames, _ = digit_frames(12, size=224)
     video = write_video(frames, tmp_path / "digits.mkv", fps=25.0)

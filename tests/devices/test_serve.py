@@ -17,7 +17,7 @@ import pytest
 from edgecnn.devices.annotate import annotate
 from edgecnn.devices.live import Display, RunOptions, run
 from edgecnn.devices.serve import BOUNDARY, MAX_STREAM_CLIENTS, ViewerServer, parse_bind
-from edgecnn.devices.videofile import digit_frames, write_video
+from fixtures.video import digit_frames, write_video
 from edgecnn.errors import UsageError
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -17,7 +17,7 @@ import pytest
 from edgecnn.devices.grabber import GrabberOptions, LatestFrameGrabber
 from edgecnn.devices.sources import (FrameReadError, OpenCVSource, SourceKind, SourceSpec, open_source,
                                      parse_source)
-from edgecnn.devices.videofile import digit_frames, write_video
+from fixtures.video import digit_frames, write_video
 from edgecnn.errors import RuntimeMissingError, SourceError
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecnn.errors import ManifestError
+from edgecnn.errors import DataError, ManifestError
 from edgecnn.manifest import Manifest
 
 HERE = Path(__file__).parent
@@ -80,10 +80,10 @@ def test_labels_file_is_data_only(tmp_path):
     assert labels == (lines[0], "{{7*7}}", "${HOME}", "$(touch x)", "`id`", "cat")
     assert not marker.exists()
     (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00\x01")
-    with pytest.raises(ManifestError):
+    with pytest.raises(DataError):
         read_labels(tmp_path / "bin.txt")
     (tmp_path / "empty.txt").write_text("\n \n")
-    with pytest.raises(ManifestError, match="no labels"):
+    with pytest.raises(DataError, match="no labels"):
         read_labels(tmp_path / "empty.txt")
 
 
