@@ -9,9 +9,7 @@ at the first step within budget; if none is, the report is kept and AccuracyBudg
 """
 from __future__ import annotations
 
-import statistics
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -20,8 +18,10 @@ import numpy as np
 
 from edgecnn.errors import AccuracyBudgetError, UsageError
 from edgecnn.fileio import write_bytes_atomic, write_json_atomic
+from edgecnn.manifest import OutputKind, TensorSpec
+from edgecnn.preprocess import decode_scores, top1
 
-LATENCY_RUNS = 30
+LATENCY_RUNS = 30  # timed single-sample invokes per step, after bench's warm-up (edgecnn.bench.timing)
 
 
 @dataclass(frozen=True)
@@ -96,11 +96,14 @@ def auto_fallback(loaded: Any, family: str, calib: np.ndarray, val_x: np.ndarray
                   max_drop: float, out_path: Path, io: str = "int8", per_channel: bool = True,
                   calib_method: str = "minmax", inspect_samples: int = 100,
                   on_step: Optional[Callable[[FallbackStep], None]] = None, run: Run = None,
-                  onnx: Any = None) -> FallbackReport:
+                  onnx: Any = None, kind: OutputKind = OutputKind.PROBABILITIES,
+                  fp32_onnx: Optional[Path] = None) -> FallbackReport:
     """The pipeline's one call: write the int8 artifact of ``family`` at ``out_path`` within ``max_drop``.
 
     ``run``: where each candidate's accuracy is computed (default: here); its latency is always timed here.
     ``onnx``: the onnx-int8 settings (edgecnn.converters.onnx_targets.OnnxInt8Settings; None: the default).
+    ``kind``: the output head, decoded as verification decodes it. ``fp32_onnx``: the fp32 ONNX export the
+    conversion ships (the search quantizes that file; None: export the model here).
 
     Writes ``<out_path>.fallback.json`` (the report) in every case; raises AccuracyBudgetError (with the
     report as ``.report``) when even the last step misses the budget. ``val_x`` is float model input.
@@ -109,12 +112,13 @@ def auto_fallback(loaded: Any, family: str, calib: np.ndarray, val_x: np.ndarray
         raise UsageError(f"--fallback auto does not apply to family '{family}'", "it applies to tflite-int8 and onnx-int8")
     if val_y is None:
         raise UsageError("--fallback auto needs labelled validation data", "pass --val with labels")
-    keras_accuracy = float(np.mean(_top1(loaded.predict(val_x)) == val_y))
+    float_spec = TensorSpec(name="output", shape=(), dtype="float32")
+    keras_accuracy = float(np.mean(top1(decode_scores(loaded.predict(val_x), float_spec, kind)) == val_y))
     with tempfile.TemporaryDirectory(prefix="edgecnn-fallback-") as tmp:
         work = Path(tmp)
         build, groups = _tflite_plan(loaded, calib, io, per_channel, inspect_samples) if family == "tflite" else \
-            _onnx_plan(loaded, calib, calib_method, per_channel, inspect_samples, work, onnx)
-        measure = _tflite_measure(val_x, val_y, run) if family == "tflite" else _onnx_measure(val_x, val_y, run)
+            _onnx_plan(loaded, calib, calib_method, per_channel, inspect_samples, work, onnx, fp32_onnx)
+        measure = _measure(family, val_x, val_y, kind, run)
         report, last = search(build, measure, groups, max_drop, keras_accuracy, len(val_x), family, work, on_step)
         write_bytes_atomic(Path(out_path), last.read_bytes())
     write_json_atomic(report_path(out_path), report.to_dict())
@@ -127,7 +131,8 @@ def auto_fallback(loaded: Any, family: str, calib: np.ndarray, val_x: np.ndarray
     return report
 
 
-def fallback_artifact(job: Any, verify_data: Any, max_drop: float, run: Run = None) -> tuple[Any, FallbackReport]:
+def fallback_artifact(job: Any, verify_data: Any, max_drop: float, run: Run = None,
+                      kind: OutputKind = OutputKind.PROBABILITIES) -> tuple[Any, FallbackReport]:
     """The convert pipeline's hook: rebuild ``job`` (an int8 BuildJob over budget) at ``job.out_path`` with the
     fewest harmful layers kept in float that meets ``max_drop``; return the BuiltArtifact and the report.
 
@@ -140,7 +145,8 @@ def fallback_artifact(job: Any, verify_data: Any, max_drop: float, run: Run = No
     try:
         report = auto_fallback(job.model, family, job.calib_inputs, verify_data.inputs, verify_data.labels, max_drop,
                                Path(job.out_path), io=str(getattr(job.io, "value", job.io)), per_channel=job.per_channel,
-                               calib_method=job.calib_method, run=run, onnx=job.onnx)
+                               calib_method=job.calib_method, run=run, onnx=job.onnx, kind=kind,
+                               fp32_onnx=_shipped_fp32_onnx(job) if family == "onnx" else None)
     except AccuracyBudgetError as exc:
         report = exc.report
     notes = embed_metadata(family, Path(job.out_path), job.metadata) if job.metadata else ()
@@ -154,6 +160,12 @@ def fallback_artifact(job: Any, verify_data: Any, max_drop: float, run: Run = No
                f"{'within' if report.met else 'NOT within'} --max-drop {max_drop:g} "
                f"(report {report_path(job.out_path).name})")
     return BuiltArtifact(fmt=job.fmt, path=Path(job.out_path), input=inp, output=out, notes=(summary, *notes)), report
+
+
+def _shipped_fp32_onnx(job: Any) -> Path:
+    from edgecnn.converters.onnx_step import ensure_fp32_onnx  # noqa: PLC0415 - made once per conversion
+
+    return ensure_fp32_onnx(job)
 
 
 def _io_specs(family: str, path: Path) -> tuple[Any, Any]:
@@ -186,33 +198,9 @@ def _tflite_plan(loaded: Any, calib: np.ndarray, io: str, per_channel: bool, sam
     return build, groups
 
 
-def _tflite_measure(val_x: np.ndarray, val_y: np.ndarray, run: Run = None) -> Measure:
-    def measure(path: Path) -> tuple[float, float]:
-        from edgecnn.converters.inspect_tflite import encode_for  # noqa: PLC0415
-        from edgecnn.devices.litert import make_interpreter  # noqa: PLC0415
-
-        from edgecnn.devices.base import RunnerOptions  # noqa: PLC0415
-        from edgecnn.devices.runners import open_runner  # noqa: PLC0415
-
-        interp = make_interpreter(path, threads=1)
-        inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-        if run is not None:
-            raw = run(path, "tflite", encode_for(val_x, inp), None)
-        else:  # the runner handles static batch-1 models (edgecnn's TFLite export) by running sample by sample
-            with open_runner(path, "cpu", RunnerOptions(threads=1, probe=False)) as runner:
-                raw = runner.invoke(encode_for(val_x, inp))
-        accuracy = float(np.mean(_top1(_decode(raw, out)) == val_y))
-        single = make_interpreter(path, threads=1)
-        sin = single.get_input_details()[0]
-        one = encode_for(val_x[:1], sin)
-        return accuracy, _median_ms(lambda: (single.set_tensor(sin["index"], one), single.invoke()))
-
-    return measure
-
-
 # -- ONNX ------------------------------------------------------------------------------------------
 def _onnx_plan(loaded: Any, calib: np.ndarray, method: str, per_channel: bool, samples: int,
-               work: Path, onnx: Any = None) -> tuple[Build, list]:
+               work: Path, onnx: Any = None, fp32_onnx: Optional[Path] = None) -> tuple[Build, list]:
     from edgecnn.converters.inspect import keras_layer_names, rank  # noqa: PLC0415
     from edgecnn.converters.inspect_onnx import prepared_graph, qdq_rows  # noqa: PLC0415
     from edgecnn.converters.onnx_export import export_onnx  # noqa: PLC0415
@@ -220,8 +208,9 @@ def _onnx_plan(loaded: Any, calib: np.ndarray, method: str, per_channel: bool, s
     from edgecnn.converters.onnx_targets import onnx_settings  # noqa: PLC0415
 
     settings = onnx if onnx is not None else onnx_settings()
-    fp32 = work / "fp32.onnx"
-    export_onnx(loaded.keras_model if loaded.keras_model is not None else loaded.path, fp32)
+    fp32 = Path(fp32_onnx) if fp32_onnx is not None else work / "fp32.onnx"
+    if fp32_onnx is None:
+        export_onnx(loaded.keras_model if loaded.keras_model is not None else loaded.path, fp32)
     graph = prepared_graph(fp32, keras_layer_names(loaded), work)
     full = work / "inspect-int8.onnx"
     quantize_onnx(fp32, calib, full, method=method, per_channel=per_channel, settings=settings)
@@ -235,40 +224,23 @@ def _onnx_plan(loaded: Any, calib: np.ndarray, method: str, per_channel: bool, s
     return build, groups
 
 
-def _onnx_measure(val_x: np.ndarray, val_y: np.ndarray, run: Run = None) -> Measure:
+# -- helpers ---------------------------------------------------------------------------------------
+def _measure(family: str, val_x: np.ndarray, val_y: np.ndarray, kind: OutputKind, run: Run = None) -> Measure:
+    """A step's accuracy and latency as verification and bench get them: the device runner for the family's CPU
+    target, the shared input encoder and output decoder, and bench's warm-up before timed single-sample invokes."""
     def measure(path: Path) -> tuple[float, float]:
-        import onnxruntime as ort  # noqa: PLC0415
+        from edgecnn.bench.timing import TimingPlan, time_calls  # noqa: PLC0415
+        from edgecnn.converters.verify import _run_artifact  # noqa: PLC0415
+        from edgecnn.devices.base import RunnerOptions  # noqa: PLC0415
+        from edgecnn.devices.runners import cpu_target, open_runner  # noqa: PLC0415
+        from edgecnn.preprocess import encode_float  # noqa: PLC0415
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        raw = session.run(None, {name: val_x})[0] if run is None else run(path, "onnx", val_x, None)
-        accuracy = float(np.mean(_top1(raw) == val_y))
-        one = val_x[:1]
-        return accuracy, _median_ms(lambda: session.run(None, {name: one}))
+        with open_runner(path, cpu_target(family), RunnerOptions(threads=1, probe=False)) as runner:
+            batch = encode_float(np.asarray(val_x, dtype=np.float32), runner.input)
+            raw = (run or _run_artifact)(Path(path), family, batch, None)
+            accuracy = float(np.mean(top1(decode_scores(raw, runner.output, kind)) == val_y))
+            one = batch[:1]
+            latency = time_calls(lambda: runner.invoke(one), TimingPlan(runs=LATENCY_RUNS))
+        return accuracy, float(np.median(latency))
 
     return measure
-
-
-# -- helpers ---------------------------------------------------------------------------------------
-def _median_ms(call: Callable[[], Any]) -> float:
-    call()  # warm-up
-    times = []
-    for _ in range(LATENCY_RUNS):
-        start = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - start) * 1000.0)
-    return float(statistics.median(times))
-
-
-def _top1(scores: np.ndarray) -> np.ndarray:
-    scores = np.asarray(scores).reshape(len(scores), -1)
-    return (scores[:, 0] > 0).astype(np.int64) if scores.shape[1] == 1 else scores.argmax(axis=1)
-
-
-def _decode(raw: np.ndarray, detail: dict) -> np.ndarray:
-    scale, zero = detail["quantization"]
-    if np.dtype(detail["dtype"]).kind == "f" or not scale:
-        return raw.astype(np.float32)
-    return (raw.astype(np.float32) - zero) * scale

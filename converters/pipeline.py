@@ -335,7 +335,8 @@ def _build_all(loaded, formats, out_dir: Path, calib: Optional[cal.ModelInputs],
                 from edgecnn.converters.fallback import fallback_artifact  # noqa: PLC0415
 
                 with reporter.status(f"--fallback auto: {spec.name}"):
-                    built, _ = fallback_artifact(job, verify_data, options.max_drop, run=cluster_run(cluster))
+                    built, _ = fallback_artifact(job, verify_data, options.max_drop, run=cluster_run(cluster),
+                                                 kind=manifest.output_kind)
                 built, verification = _verify(built, spec, verify_data, manifest, reference, reporter, cluster)
             guard.check()
             reason = judge(spec.name, spec.precision, verification, rule) if verification is not None else None

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from edgecnn.converters import calibration as cal
-from edgecnn.converters.fallback import _onnx_measure, _tflite_measure
+from edgecnn.converters.fallback import _measure
+from edgecnn.manifest import OutputKind
 from edgecnn.converters.verify import _run_artifact, cluster_run, encode_inputs, verify_artifact
 from edgecnn.data import load_dataset
 from edgecnn.devices.cluster import Cluster, ClusterOptions
@@ -64,10 +65,10 @@ def main(address: str, out_dir: str, reference_path: str, chunk: str, result_pat
 def fallback_accuracy(path: Path, family: str, data, cluster: Cluster, candidate: Path) -> dict:
     """Top-1 accuracy of the artifact as --fallback auto measures a candidate: here, and with --ray's runner."""
     shutil.copyfile(path, candidate)  # fallback's candidates are work/step-K: no suffix for a node to go by
-    measure = _tflite_measure if family == "tflite" else _onnx_measure
     placements: list = []
-    local, _ = measure(data.inputs, data.labels)(candidate)
-    remote, _ = measure(data.inputs, data.labels, cluster_run(cluster, placements))(candidate)
+    local, _ = _measure(family, data.inputs, data.labels, OutputKind.PROBABILITIES)(candidate)
+    remote, _ = _measure(family, data.inputs, data.labels, OutputKind.PROBABILITIES,
+                         cluster_run(cluster, placements))(candidate)
     return {"local": local, "ray": remote, "chunks": [dict(p.chunks) for p in placements]}
 
 
