@@ -21,11 +21,10 @@ import numpy as np
 
 from edgecnn.converters import calibration as cal
 from edgecnn.converters.fallback import _measure
-from edgecnn.manifest import OutputKind
 from edgecnn.converters.verify import _run_artifact, cluster_run, encode_inputs, verify_artifact
 from edgecnn.data import load_dataset
 from edgecnn.devices.cluster import Cluster, ClusterOptions
-from edgecnn.manifest import MANIFEST_NAME, Manifest
+from edgecnn.manifest import MANIFEST_NAME, Manifest, OutputKind
 
 
 def main(address: str, out_dir: str, reference_path: str, chunk: str, result_path: str) -> None:
