@@ -199,8 +199,10 @@ class Classifier:
         """Load ``model_path`` on ``target`` with the sidecar manifest (or the given one, or the one embedded in
         the file); ``prep``: a Preprocessing used as it is, or a PrepChoice of options that override the
         manifest's or, for a file without one, complete what the file says (devices/model_info.py). What was
-        assumed or read from the file is listed in ``notices``. Raises NotAClassifierError for a model that is
-        not a single-output classifier (a detector, a segmenter)."""
+        assumed or read from the file is listed in ``notices``. ``top_k``: predictions per frame; ``threshold``:
+        a multi-label head's cut-off (0..1). Raises NotAClassifierError for a model that is not a single-output
+        classifier (a detector, a segmenter), ManifestError (a manifest that does not match the model or the
+        file's SHA-256), InputPathError, ModelLoadError, RuntimeMissingError, DeviceError (as open_runner)."""
         from edgecnn.devices.model_info import SUPPORTED, resolve_setup
         from edgecnn.devices.runners import open_runner
 
@@ -297,7 +299,10 @@ class Classifier:
         return self._batch_view
 
     def classify(self, frame: np.ndarray, source_color: ColorOrder = ColorOrder.BGR) -> ClassifyResult:
-        """Classify one raw frame (BGR from OpenCV by default); per-stage times in milliseconds."""
+        """Classify one raw frame: (H, W, 3) uint8 in ``source_color`` order (BGR from OpenCV by default), or
+        (H, W) / (H, W, 1) grey, any size (resized as the manifest says). Returns the top-k Predictions (class
+        index, label, score in 0..1), every class over the threshold for a multi-label head, and per-stage times
+        in milliseconds. Raises DataError for a frame that is empty or of another dtype or shape."""
         t0 = time.perf_counter()
         fused = self._fused and _colour_frame(frame) and ColorOrder(source_color) != ColorOrder.GRAY
         pixels = None if fused else self.prepare(frame, source_color)  # a bad frame fails here, before any view

@@ -117,6 +117,11 @@ def run(model: Path | str, device: str = "cpu", source: str = "0", options: RunO
         source_factory: Optional[Callable[[SourceSpec], FrameSource]] = None) -> RunSummary:
     """Classify every frame of ``source`` until it ends, a bound is reached or Ctrl-C; return the summary.
 
+    ``model``: a .tflite/.onnx artifact (its manifest beside it or embedded); ``device``: a target name;
+    ``source``: a camera index or /dev/videoN, "picamera2", a video file, an image or a folder of images, or a
+    stream URL. Returns a RunSummary (frames, seconds, FPS, captured/dropped counts, why it ended, p50/p90 ms per
+    stage). Raises the errors of Classifier.open, and SourceError when the source cannot be opened.
+
     ``classifier``: an already open object with ``classify(frame, source_color=...)`` (benchmarks pass a
     deliberately slow one); by default the model is opened on ``device``. ``printer`` receives the
     headless result lines and source events; ``on_frame`` each frame's JSON record. ``source_factory``

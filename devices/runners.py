@@ -69,7 +69,12 @@ def targets_for(fmt: ModelFormat) -> list[str]:
 
 
 def open_runner(model_path: Path | str, target: str = "cpu", options: RunnerOptions = RunnerOptions()) -> Runner:
-    """Check ``model_path`` and load it on ``target``; raise a one-line EdgecnnError when it cannot run there."""
+    """Check ``model_path`` (a .tflite or .onnx file: sniffed, walked, probed in a child process) and load it on
+    ``target`` ("cpu", "pi", "edgetpu", "onnx-cpu", "gpu"). Returns a Runner (a context manager): ``input`` and
+    ``output`` TensorSpecs, ``invoke(batch)`` taking the input tensor's dtype and shape, (N, ...) -> the raw
+    output (N, ...). Raises UnknownNameError (a target name, with the valid ones), InputPathError, ModelLoadError
+    (a damaged or unsupported file), RuntimeMissingError (the runtime or delegate is not installed) or
+    DeviceError (the accelerator is absent or would not really be used)."""
     spec = get_target(target)
     path = Path(model_path)
     if not path.exists():

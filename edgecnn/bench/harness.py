@@ -87,6 +87,13 @@ def bench(models: Sequence[str | Path], devices: Sequence[str] = ("cpu",), threa
           command: str = "") -> BenchResult:
     """Benchmark ``models`` (artifact files or convert output folders) on ``devices`` at each thread count.
 
+    ``devices``: target names (devices/runners.py TARGETS); ``threads``: counts, or "auto"; ``data``: a labelled
+    Dataset or what edgecnn.data.load_dataset reads (an image folder, .npz, "mnist"), for accuracy against the
+    Keras reference. Returns a BenchResult: one row per (model, device, threads) with latency percentiles in
+    milliseconds (perf_counter, after ``options.warmup`` warm-up runs), load and first-inference time in ms,
+    peak RSS in MiB, MACs per inference (None with the reason when they cannot be counted) and, with data,
+    top-1 accuracy (0..1) and its drop in percentage points; a row that could not run is kept with its error.
+    Raises UsageError (bad options), InputPathError/ManifestError (a model or folder that cannot be read).
     With ``options.ray`` the accuracy evaluation runs as chunks on a Ray cluster (ClusterError when it cannot be
     reached, before any work); latency is always measured on this machine, the one being benchmarked.
     """

@@ -321,7 +321,10 @@ def source_names(paths: Sequence[Path], raws: Sequence[dict[str, Any]]) -> list[
 
 
 def merge_reports(paths: Sequence[str | Path], out: str | Path, force: bool = False) -> dict[str, Path]:
-    """``edgecnn report A.json B.json --out DIR``: read, validate, merge and write report.{json,md,html}."""
+    """``edgecnn report A.json B.json --out DIR``: read bench.json files, validate them against the schema, merge
+    their rows (each keeping its source and environment) and write report.json, report.md and report.html in
+    ``out``. Returns {"json"|"md"|"html": path}. Raises InputPathError/DataError (a missing or invalid file) and
+    OutputExistsError (an output exists and ``force`` is False)."""
     paths = [Path(p) for p in paths]
     raws = [read_result(p) for p in paths]
     merged = merge_results(raws, source_names(paths, raws))
