@@ -3,6 +3,8 @@
 #   bash dev.sh demo    the main job: train the embedded MNIST CNN, convert it to every format, verify, print the table
 #   bash dev.sh test    the test suite (what CI runs); extra arguments go to pytest
 #   bash dev.sh bench   the standing benchmark suite (benchmarks/run_suite.py)
+#   bash dev.sh imx500-env   the IMX500 toolchain (TensorFlow 2.15 + Sony MCT + imx500-converter) in its own
+#                            venv at $EDGECNN_CACHE/imx500-venv (~2.3 GB; `test` builds it when it can)
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${EDGECNN_VENV:-.venv}
@@ -27,9 +29,52 @@ browser() {
   fi
 }
 
+IMX500_VENV=${EDGECNN_CACHE:-$HOME/.cache/edgecnn}/imx500-venv
+IMX500_REQ=converters/imx500_requirements.txt
+
+imx500_base_python() {
+  # TensorFlow 2.15 installs on Python 3.9-3.11 only.
+  local c
+  for c in "${EDGECNN_IMX500_BASE_PYTHON:-}" python3.11 python3.10 python3.9 "$HOME"/.pyenv/versions/3.11*/bin/python3 python3; do
+    [ -n "$c" ] && command -v "$c" >/dev/null 2>&1 || continue
+    if "$c" -c 'import sys; sys.exit(not ((3, 9) <= sys.version_info[:2] <= (3, 11)))' 2>/dev/null; then
+      command -v "$c"; return 0
+    fi
+  done
+  return 1
+}
+
+imx500_env() {
+  # Built once and kept (the stamp is the requirements it was built from); a lock keeps two builds apart.
+  local stamp="$IMX500_VENV/.edgecnn-requirements" py
+  mkdir -p "$(dirname "$IMX500_VENV")"
+  exec 9>"$IMX500_VENV.lock"; flock 9
+  if [ -x "$IMX500_VENV/bin/imxconv-tf" ] && cmp -s "$IMX500_REQ" "$stamp"; then flock -u 9; return 0; fi
+  py=$(imx500_base_python) || { echo "no Python 3.9-3.11 to build the IMX500 toolchain with (set EDGECNN_IMX500_BASE_PYTHON)"; flock -u 9; return 1; }
+  if ! command -v java >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null) || true
+  fi
+  echo "building the IMX500 toolchain in $IMX500_VENV with $py (~2.3 GB)" >&2
+  rm -rf "$IMX500_VENV"
+  if "$py" -m venv "$IMX500_VENV" && "$IMX500_VENV/bin/python" -m pip install -q -r "$IMX500_REQ"; then
+    cp "$IMX500_REQ" "$stamp"; rm -f "$IMX500_VENV.unavailable"; flock -u 9; return 0
+  fi
+  flock -u 9; return 1
+}
+
+imx500_env_for_tests() {
+  # CI exercises the real conversion when the toolchain can be built; otherwise the imx500 tests skip and say why.
+  local log="$IMX500_VENV.build.log"
+  if imx500_env >"$log" 2>&1; then return 0; fi
+  { echo "the IMX500 toolchain could not be built: $(grep -v '^ *$' "$log" | tail -n 1 | cut -c1-200) (log: $log)"; } \
+    > "$IMX500_VENV.unavailable"
+  echo "note: $(cat "$IMX500_VENV.unavailable"); imx500 tests will be skipped" >&2
+}
+
 case "${1:-}" in
   demo)  setup; shift; exec "$VENV/bin/edgecnn" convert --out edgecnn-out/demo --force "$@" ;;
-  test)  setup; browser; shift; exec "$VENV/bin/python" -m pytest -q "$@" ;;
+  test)  setup; browser; imx500_env_for_tests; shift; exec "$VENV/bin/python" -m pytest -q "$@" ;;
   bench) setup; shift; exec "$VENV/bin/python" benchmarks/run_suite.py "$@" ;;
-  *) echo "usage: bash dev.sh demo|test|bench [args]" >&2; exit 2 ;;
+  imx500-env) imx500_env && echo "IMX500 toolchain ready: $IMX500_VENV/bin/python" ;;
+  *) echo "usage: bash dev.sh demo|test|bench|imx500-env [args]" >&2; exit 2 ;;
 esac

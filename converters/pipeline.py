@@ -265,7 +265,8 @@ def _build_all(loaded, formats, out_dir: Path, calib: Optional[cal.ModelInputs],
 
 def _needs_fallback(spec: FormatSpec, verification, options: ConvertOptions) -> bool:
     """--fallback auto applies to an int8 artifact whose measured drop exceeds --max-drop (issue 5)."""
-    return (options.fallback == FallbackMode.AUTO and spec.precision == "int8" and options.max_drop is not None
+    return (options.fallback == FallbackMode.AUTO and spec.precision == "int8" and spec.family in ("tflite", "onnx")
+            and options.max_drop is not None
             and verification is not None and verification.drop_pp is not None
             and verification.drop_pp > options.max_drop)
 
