@@ -92,8 +92,8 @@ def check_java() -> str:
     proc = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
     text = (proc.stderr or proc.stdout or "").strip()
     if java_major(text) < 17:
-        raise RuntimeMissingError(f"imxconv-tf needs Java 17 or newer; {java} is {text.splitlines()[0] if text else 'unknown'}",
-                                  hint)
+        found = text.splitlines()[0] if text else "of an unknown version"
+        raise RuntimeMissingError(f"imxconv-tf needs Java 17 or newer; {java} is {found}", hint)
     return text.splitlines()[0]
 
 
@@ -128,20 +128,36 @@ def build(job: BuildJob) -> BuiltArtifact:
         if job.progress is not None:
             job.progress(len(calib), len(calib))  # calibration ran in the toolchain's process, all at once
         result["convert_s"] = run_converter(python, work / "quantized.keras", work / "convert")
-        params_text, report = _converter_outputs(work / "convert")
-        inputs, outputs, tensors = read_dnn_params(params_text)
-        memory = memory_fit(report)
-        if not memory["fits"]:
-            raise ConversionError(f"imx500: the network needs {memory['usage']} but the sensor has "
-                                  f"{memory['available']} (imxconv-tf memory report)",
-                                  "make the model smaller (fewer filters, a smaller Dense layer, a smaller input)")
-        (work / "convert" / "memory_report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-        (work / "convert" / "quantized.keras").write_bytes((work / "quantized.keras").read_bytes())
-        write_bundle(job.out_path, work / "convert")
+        inputs, outputs, tensors, memory = package(work, job.out_path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     notes = _notes(result, tensors, memory, moved.dropped, java, job.fmt.file_name(job.model.name))
     return BuiltArtifact(fmt=job.fmt, path=job.out_path, input=inputs, output=outputs, notes=notes)
+
+
+def package(work: Path, bundle: Path) -> tuple[TensorSpec, TensorSpec, dict[str, Any], dict[str, Any]]:
+    """The converter's outputs in ``work/convert`` -> the bundle zip; (input spec, output spec, tensors, memory fit).
+
+    A network that does not fit the sensor's memory is refused (ConversionError): it could not run there.
+    """
+    out = work / "convert"
+    params = out / "dnnParams.xml"
+    reports = sorted(out.glob("*MemoryReport.json"))
+    if not params.is_file() or not reports:
+        raise ConversionError("imxconv-tf wrote no dnnParams.xml or memory report", "check the toolchain versions")
+    inputs, outputs, tensors = read_dnn_params(params.read_text(encoding="utf-8"))
+    report = json.loads(reports[0].read_text(encoding="utf-8"))
+    memory = memory_fit(report)
+    if not memory["fits"]:
+        raise ConversionError(f"imx500: the network needs {memory['usage']} but the sensor has "
+                              f"{memory['available']} (imxconv-tf memory report)",
+                              "make the model smaller (fewer filters, a smaller Dense layer, a smaller input)")
+    (out / "memory_report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    shutil.copyfile(work / "quantized.keras", out / "quantized.keras")
+    with zipfile.ZipFile(bundle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for member in MEMBERS:
+            archive.write(out / member, member)
+    return inputs, outputs, tensors, memory
 
 
 def write_move(work: Path, moved: Any, predict: Callable[[np.ndarray], np.ndarray], samples: np.ndarray) -> None:
@@ -166,7 +182,8 @@ def run_worker(python: Path, command: str, work: Path, job: dict[str, Any]) -> d
     if not result_path.is_file():
         tail = [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()][-1:] or ["no output"]
         raise ConversionError(f"the IMX500 toolchain failed in {command} (exit {proc.returncode}: {tail[0][:200]})",
-                              f"its output is in {_failure_log(log)}; recreate the toolchain: {setup_commands(python.parent.parent)}")
+                              f"its output is in {_failure_log(log)}; recreate the toolchain: "
+                              f"{setup_commands(python.parent.parent)}")
     result = json.loads(result_path.read_text(encoding="utf-8"))
     result_path.unlink()
     if result.get("ok"):
@@ -218,14 +235,6 @@ def converter_error(log: str) -> str:
     errors = [line for line in lines if re.search(r"\berror\b", line, re.IGNORECASE) and "tensorflow" not in line]
     reason = (errors or lines or ["no output"])[-1]
     return f"imx500: imxconv-tf refused the network ({reason[:240]})"
-
-
-def _converter_outputs(out_dir: Path) -> tuple[str, dict[str, Any]]:
-    params = out_dir / "dnnParams.xml"
-    reports = sorted(out_dir.glob("*MemoryReport.json"))
-    if not params.is_file() or not reports:
-        raise ConversionError("imxconv-tf wrote no dnnParams.xml or memory report", "check the toolchain versions")
-    return params.read_text(encoding="utf-8"), json.loads(reports[0].read_text(encoding="utf-8"))
 
 
 def _keep_log(folder: Path, what: str, text: str) -> Path:
@@ -322,12 +331,6 @@ def _notes(result: dict[str, Any], tensors: dict[str, Any], memory: dict[str, An
 
 
 # -- the bundle ------------------------------------------------------------------------------------------
-def write_bundle(path: Path, folder: Path) -> None:
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for member in MEMBERS:
-            archive.write(folder / member, member)
-
-
 def embed(path: Path, text: str) -> None:
     """Add the manifest JSON to the bundle as manifest.json."""
     with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as archive:

@@ -51,7 +51,15 @@ class SensorFrame(np.ndarray):
         self.dnn_ms = getattr(obj, "dnn_ms", None)
 
 
-def camera_api() -> Any:
+@dataclass(frozen=True)
+class CameraApi:
+    """picamera2's two classes this target uses: ``Picamera2`` (the camera) and ``IMX500`` (the sensor's network)."""
+
+    Picamera2: Any
+    IMX500: Any
+
+
+def camera_api() -> CameraApi:
     """picamera2's ``Picamera2`` and ``IMX500`` classes (a Pi with the AI Camera stack installed)."""
     try:
         from picamera2 import Picamera2  # noqa: PLC0415 - only on a Pi
@@ -59,12 +67,6 @@ def camera_api() -> Any:
     except ImportError:
         raise RuntimeMissingError("--device imx500 needs picamera2 with IMX500 support", INSTALL_HINT) from None
     return CameraApi(Picamera2, IMX500)
-
-
-@dataclass(frozen=True)
-class CameraApi:
-    Picamera2: Any
-    IMX500: Any
 
 
 def open_imx500(model_path: Path, options: RunnerOptions = RunnerOptions()) -> Any:
