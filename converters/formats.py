@@ -57,7 +57,8 @@ FORMATS: dict[str, FormatSpec] = {
     "onnx-fp32": FormatSpec("onnx-fp32", "onnx", "fp32", "_fp32.onnx", _ONNX,
                             description="ONNX float32 (SavedModel + tf2onnx)"),
     "onnx-int8": FormatSpec("onnx-int8", "onnx", "int8", "_int8.onnx", _ONNX, needs_calibration=True,
-                            description="ONNX int8 QDQ (ONNX Runtime quantize_static), per-channel"),
+                            description="ONNX int8 QDQ (ONNX Runtime quantize_static), per-channel; "
+                                        "activation type per --onnx-target"),
     # Sony's toolchain (TensorFlow 2.15) in its own environment: built only when named (edgecnn.converters.imx500).
     "imx500": FormatSpec("imx500", "imx500", "int8", "_imx500.zip", _IMX500, needs_calibration=True, by_default=False,
                          description="Raspberry Pi AI Camera (Sony IMX500): MCT int8 + imxconv-tf packerOut.zip"),
