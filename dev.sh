@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The one entry point on a fresh machine. It makes .venv and installs edgecnn into it on first use.
 #   bash dev.sh demo    the main job: train the embedded MNIST CNN, convert it to every format, verify, print the table
-#   bash dev.sh test    the test suite (what CI runs); extra arguments go to pytest
+#   bash dev.sh test    what CI runs, two named steps: the test suite, then `test-imx500`;
+#                       with arguments, only pytest with those arguments (e.g. bash dev.sh test -m slow)
+#   bash dev.sh test-imx500  builds the IMX500 toolchain when it can (cached), then runs the tests marked imx500
+#                            (the real conversion); they skip, saying why, when the toolchain cannot be built
 #   bash dev.sh bench   the standing benchmark suite (benchmarks/run_suite.py)
 #   bash dev.sh imx500-env   the IMX500 toolchain (TensorFlow 2.15 + Sony MCT + imx500-converter) in its own
-#                            venv at $EDGECNN_CACHE/imx500-venv (~2.3 GB; `test` builds it when it can)
+#                            venv at $EDGECNN_CACHE/imx500-venv (~2.3 GB)
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${EDGECNN_VENV:-.venv}
@@ -71,10 +74,31 @@ imx500_env_for_tests() {
   echo "note: $(cat "$IMX500_VENV.unavailable"); imx500 tests will be skipped" >&2
 }
 
+step() {
+  # A named step and its wall time, so a CI log says what ran and how long it took.
+  local name=$1 start=$SECONDS rc=0
+  shift
+  echo "== step: $name" >&2
+  "$@" || rc=$?
+  echo "== step: $name: $((SECONDS - start)) s, exit $rc" >&2
+  return $rc
+}
+
+test_imx500() {
+  step "imx500 toolchain (build or reuse $IMX500_VENV)" imx500_env_for_tests
+  step "imx500 tests (-m imx500)" "$VENV/bin/python" -m pytest -q -rs -m imx500 "$@"
+}
+
 case "${1:-}" in
   demo)  setup; shift; exec "$VENV/bin/edgecnn" convert --out edgecnn-out/demo --force "$@" ;;
-  test)  setup; browser; imx500_env_for_tests; shift; exec "$VENV/bin/python" -m pytest -q "$@" ;;
+  test)  setup; browser; shift
+         [ $# -eq 0 ] || exec "$VENV/bin/python" -m pytest -q "$@"
+         rc=0
+         step "test suite" "$VENV/bin/python" -m pytest -q || rc=$?
+         test_imx500 || rc=$?   # run even after a failed suite: both results are reported
+         exit $rc ;;
+  test-imx500) setup; shift; test_imx500 "$@" ;;
   bench) setup; shift; exec "$VENV/bin/python" benchmarks/run_suite.py "$@" ;;
   imx500-env) imx500_env && echo "IMX500 toolchain ready: $IMX500_VENV/bin/python" ;;
-  *) echo "usage: bash dev.sh demo|test|bench|imx500-env [args]" >&2; exit 2 ;;
+  *) echo "usage: bash dev.sh demo|test|test-imx500|bench|imx500-env [args]" >&2; exit 2 ;;
 esac

@@ -32,13 +32,25 @@ class FormatSpec:
     needs_calibration: bool = False
     description: str = ""
     by_default: bool = True  # built when --formats is not given; False: only when named (its own toolchain)
+    # "module:function" called before anything is written; raises (e.g. RuntimeMissingError) when the format's
+    # toolchain is absent, so a missing tool is one line up front, not a failure after minutes of other formats.
+    preflight: str = ""
 
     def file_name(self, model_name: str) -> str:
         return f"{model_name}{self.suffix}"
 
     def resolve_builder(self) -> Callable:
-        module, _, func = self.builder.partition(":")
-        return getattr(importlib.import_module(module), func)
+        return _resolve(self.builder)
+
+    def check_ready(self) -> None:
+        """Run the format's preflight check (nothing when it has none)."""
+        if self.preflight:
+            _resolve(self.preflight)()
+
+
+def _resolve(target: str) -> Callable:
+    module, _, func = target.partition(":")
+    return getattr(importlib.import_module(module), func)
 
 
 _TFLITE = "edgecnn.converters.tflite:build"
@@ -61,7 +73,8 @@ FORMATS: dict[str, FormatSpec] = {
                                         "activation type per --onnx-target"),
     # Sony's toolchain (TensorFlow 2.15) in its own environment: built only when named (edgecnn.converters.imx500).
     "imx500": FormatSpec("imx500", "imx500", "int8", "_imx500.zip", _IMX500, needs_calibration=True, by_default=False,
-                         description="Raspberry Pi AI Camera (Sony IMX500): MCT int8 + imxconv-tf packerOut.zip"),
+                         description="Raspberry Pi AI Camera (Sony IMX500): MCT int8 + imxconv-tf packerOut.zip",
+                         preflight="edgecnn.converters.imx500:check_toolchain"),
 }
 
 DEFAULT_FORMATS = tuple(name for name, spec in FORMATS.items() if spec.by_default)

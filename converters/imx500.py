@@ -79,6 +79,14 @@ def toolchain_python() -> Path:
     return python
 
 
+def check_toolchain() -> tuple[Path, str]:
+    """The toolchain's Python and the Java version line; RuntimeMissingError (one line) when either is missing.
+
+    The format's preflight (converters/formats.py): run before anything is built or written.
+    """
+    return toolchain_python(), check_java()
+
+
 def converter_path(python: Path) -> Path:
     return Path(python).parent / "imxconv-tf"
 
@@ -112,13 +120,13 @@ def build(job: BuildJob) -> BuiltArtifact:
     from edgecnn.converters.imx500_move import describe  # noqa: PLC0415
 
     if job.model.keras_model is None:
-        raise ConversionError(f"imx500 needs a Keras model (.keras or .h5), not a {job.model.kind}",
+        raise ConversionError(f"the IMX500 toolchain needs a Keras model (.keras or .h5), not a {job.model.kind}",
                               "convert the .keras file the SavedModel was exported from")
     if job.calib_inputs is None or len(job.calib_inputs) == 0:
-        raise ConversionError("imx500 quantizes the model and needs calibration data", "pass --calib DATA")
+        raise ConversionError("the IMX500 format quantizes the model and needs calibration data", "pass --calib DATA")
+    check_image_input(tuple(job.model.input_shape))
     moved = describe(job.model.keras_model, tuple(job.model.input_shape))  # refuse layers before anything runs
-    python = toolchain_python()
-    java = check_java()
+    python, java = check_toolchain()
     work = Path(tempfile.mkdtemp(prefix="imx500-", dir=job.workdir))
     try:
         calib = np.ascontiguousarray(job.calib_inputs, dtype=np.float32)
@@ -135,6 +143,14 @@ def build(job: BuildJob) -> BuiltArtifact:
     return BuiltArtifact(fmt=job.fmt, path=job.out_path, input=inputs, output=outputs, notes=notes)
 
 
+def check_image_input(shape: tuple[int, ...]) -> None:
+    """The sensor feeds the network an image (height, width, channels): refuse other inputs (ConversionError)."""
+    if len(shape) != 3 or shape[-1] not in (1, 3):
+        raise ConversionError(f"the IMX500 feeds the network an image (height, width, 1 or 3 channels) but the model "
+                              f"takes {tuple(shape)}", "give the model an image input, e.g. Input((28, 28, 1)) "
+                              "followed by Reshape/Flatten, or leave imx500 out of --formats")
+
+
 def package(work: Path, bundle: Path) -> tuple[TensorSpec, TensorSpec, dict[str, Any], dict[str, Any]]:
     """The converter's outputs in ``work/convert`` -> the bundle zip; (input spec, output spec, tensors, memory fit).
 
@@ -149,7 +165,7 @@ def package(work: Path, bundle: Path) -> tuple[TensorSpec, TensorSpec, dict[str,
     report = json.loads(reports[0].read_text(encoding="utf-8"))
     memory = memory_fit(report)
     if not memory["fits"]:
-        raise ConversionError(f"imx500: the network needs {memory['usage']} but the sensor has "
+        raise ConversionError(f"the network needs {memory['usage']} but the sensor has "
                               f"{memory['available']} (imxconv-tf memory report)",
                               "make the model smaller (fewer filters, a smaller Dense layer, a smaller input)")
     (out / "memory_report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
@@ -176,7 +192,7 @@ def run_worker(python: Path, command: str, work: Path, job: dict[str, Any]) -> d
         proc = subprocess.run([str(python), "-I", str(WORKER), command, str(work)], capture_output=True,
                               text=True, timeout=WORKER_TIMEOUT_S, env=env, check=False)
     except subprocess.TimeoutExpired:
-        raise ConversionError(f"imx500 {command} did not finish within {WORKER_TIMEOUT_S} s") from None
+        raise ConversionError(f"the IMX500 toolchain's {command} step did not finish within {WORKER_TIMEOUT_S} s") from None
     log = _keep_log(work, f"worker {command}", proc.stdout + proc.stderr)
     result_path = work / "result.json"
     if not result_path.is_file():
@@ -190,9 +206,9 @@ def run_worker(python: Path, command: str, work: Path, job: dict[str, Any]) -> d
         return result
     if result.get("stage") == "move" and result.get("layer"):
         name, _, cls = str(result["layer"]).partition(" (")
-        raise ConversionError(f"imx500: layer '{name}' ({cls.rstrip(')')}) cannot be moved to the IMX500 toolchain: "
+        raise ConversionError(f"layer '{name}' ({cls.rstrip(')')}) cannot be moved to the IMX500 toolchain: "
                               f"{result.get('error')}", "replace it with built-in layers or leave imx500 out of --formats")
-    raise ConversionError(f"imx500 {result.get('stage', command)} failed: {result.get('error')}",
+    raise ConversionError(f"the IMX500 toolchain's {result.get('stage', command)} step failed: {result.get('error')}",
                           f"the toolchain's output is in {_failure_log(log)}")
 
 
@@ -216,6 +232,7 @@ def run_converter(python: Path, model: Path, out_dir: Path) -> float:
 
 
 _NODE = re.compile(r"Node \[[^\]]*\] op: (?:[\w.]+\.)?(\w+), id: ([^,]+), errors:")
+_SPLIT_ACTIVATION = "_post_activation"  # MCT moves a layer's activation into a layer of its own, named so
 _PARAM = re.compile(r"Param error - param: (\w+), value: ([^,]+), reason: (.*?)(?: \[[^\]]*\])?$")
 
 
@@ -231,10 +248,13 @@ def converter_error(log: str) -> str:
         param = _PARAM.search(detail)
         if param:
             detail = f"{param.group(1)} {param.group(2)} is not supported ({param.group(3).strip()})"
-        return f"imx500: the IMX500 cannot run layer '{layer}' ({cls}): {detail}"[:400]
+        what = f"layer '{layer}' ({cls})"
+        if layer.endswith(_SPLIT_ACTIVATION) and len(layer) > len(_SPLIT_ACTIVATION):
+            what = f"the activation of layer '{layer[:-len(_SPLIT_ACTIVATION)]}'"  # the user's name for it
+        return f"the IMX500 cannot run {what}: {detail}"[:400]
     errors = [line for line in lines if re.search(r"\berror\b", line, re.IGNORECASE) and "tensorflow" not in line]
     reason = (errors or lines or ["no output"])[-1]
-    return f"imx500: imxconv-tf refused the network ({reason[:240]})"
+    return f"imxconv-tf refused the network ({reason[:240]})"
 
 
 def _keep_log(folder: Path, what: str, text: str) -> Path:

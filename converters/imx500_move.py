@@ -122,7 +122,7 @@ def portable_config(name: str, cls: str, config: dict[str, Any]) -> dict[str, An
 
 
 def _refuse(name: str, cls: str, why: str) -> ConversionError:
-    return ConversionError(f"imx500: layer '{name}' ({cls}) cannot be moved to the IMX500 toolchain: {why}",
+    return ConversionError(f"layer '{name}' ({cls}) cannot be moved to the IMX500 toolchain: {why}",
                            "replace it with built-in layers (Conv2D, BatchNormalization, ReLU, pooling, Dense, ...)"
                            " or leave imx500 out of --formats")
 

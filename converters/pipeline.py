@@ -90,7 +90,7 @@ def convert(model: Optional[str | Path] = None, calib: Optional[str | Path] = No
             out: Optional[str | Path] = None, options: ConvertOptions = ConvertOptions()) -> ConvertResult:
     """Convert ``model`` (None: the embedded default MNIST CNN) to every chosen format, verify, write the manifest.
 
-    Raises UsageError/DataError/ModelLoadError (exit 2) before anything is written; ConversionFailedError
+    Raises UsageError/DataError/ModelLoadError/RuntimeMissingError (exit 2) before anything is written; ConversionFailedError
     (exit 1, ``.result`` set when something was published) when a format failed to build or was refused by
     verification; AccuracyBudgetError (exit 1) when an artifact lost more than ``max_drop``. What TensorFlow and
     the converters print goes to ``convert.log`` in the output folder (see ``log_path``).
@@ -111,6 +111,8 @@ def _convert(model, calib, val, out, options: ConvertOptions, log: NativeLog) ->
     loaded = load_model(model, unsafe=options.unsafe)
     prep, prep_notes = cal.build_preprocessing(loaded.input_shape, _prep_request(options), loaded.layer_classes)
     formats = _formats_that_apply(formats, calib, options.formats is not None)
+    for spec in formats:
+        spec.check_ready()  # a format's missing toolchain: one line, before anything is built or written
     calib_set, val_set = _load_data(calib, val)
     calib_inputs = cal.model_inputs(calib_set, prep, loaded.input_shape, "calibration") if calib_set else None
     val_inputs = cal.model_inputs(val_set, prep, loaded.input_shape, "validation") if val_set else None

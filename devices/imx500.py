@@ -6,7 +6,8 @@ every frame then comes with the output tensor the sensor computed on it (image m
 ``CnnOutputTensor``, already dequantized to float32). So here the camera is both the frame source and the
 accelerator: ``open_session`` gives the live loop (devices/live.py) a source whose frames carry their
 output tensor and a classifier that decodes it with the manifest's labels and output kind
-(edgecnn.preprocess.decode_output, the decoder every target shares).
+(edgecnn.preprocess.decode_scores, the decoder every target shares; a multi-label head also lists the
+classes over ``--threshold``, as on every target).
 
 The sensor cannot be fed arrays, so ``open_runner(..., "imx500")`` (verification, bench) is refused;
 ``edgecnn convert`` verifies the same quantized network on the host instead. Nothing here imports TensorFlow.
@@ -25,7 +26,7 @@ from edgecnn.devices.classify import ClassifyResult, Prediction, StageTimes, rea
 from edgecnn.devices.sources import FrameReadError, FrameSource, SourceKind, SourceSpec, as_bgr
 from edgecnn.errors import DataError, DeviceError, ManifestError, RuntimeMissingError, SourceError, UsageError
 from edgecnn.manifest import Manifest, OutputKind, ResizeMode, TensorSpec, find_manifest
-from edgecnn.preprocess import decode_output, top_k
+from edgecnn.preprocess import above, class_count, decode_scores, top_k
 
 FORMAT_NAME = "imx500"           # the manifest entry ``edgecnn convert --formats imx500`` writes
 LOAD_TIMEOUT_S = 600.0           # uploading a network to the sensor "can take several minutes" (picamera2)
@@ -90,9 +91,10 @@ class Session:
     live loop. Use as a context manager."""
 
     def __init__(self, model_path: Path, manifest: Optional[Manifest], labels: Sequence[str], kind: OutputKind,
-                 top: int, size: Optional[tuple[int, int]], api: Any) -> None:
+                 top: int, size: Optional[tuple[int, int]], api: Any, threshold: float = 0.5) -> None:
         self.model_path, self.manifest, self.labels = Path(model_path), manifest, tuple(labels)
-        self.kind, self.top, self.size, self.api = kind, max(1, int(top)), size, api
+        self.kind, self.top, self.size, self.api = OutputKind(kind), max(1, int(top)), size, api
+        self.threshold = float(threshold)
         self.imx500: Any = None
         self.camera: Any = None
         self.without_tensor = 0
@@ -205,20 +207,28 @@ class SensorClassifier:
         if output is None:
             raise DataError("the frame carries no IMX500 output tensor", "frames must come from the AI Camera session")
         t0 = time.perf_counter()
-        labels = self.session.labels
+        session = self.session
         if not self.checked:
-            if labels and output.size != len(labels):
-                raise ManifestError(f"{self.session.model_path.name} outputs {output.size} values but there are "
-                                    f"{len(labels)} labels", "use the manifest or labels file written with this network")
+            classes = class_count(session.kind, int(output.size))
+            if session.labels and classes != len(session.labels):
+                raise ManifestError(f"{session.model_path.name} has {classes} classes ({session.kind.value} head of "
+                                    f"{output.size} output(s)) but there are {len(session.labels)} labels",
+                                    "use the manifest or labels file written with this network")
             self.checked = True
         spec = TensorSpec(name="CnnOutputTensor", shape=(1, int(output.size)), dtype="float32")
-        scores = decode_output(output.reshape(1, -1), spec, self.session.kind)[0]
-        top = tuple(Prediction(i, labels[i] if i < len(labels) else str(i), s)
-                    for i, s in top_k(scores, self.session.top))
+        scores = decode_scores(output.reshape(1, -1), spec, session.kind)[0]
+        top = tuple(self._prediction(i, s) for i, s in top_k(scores, session.top))
+        over = None
+        if session.kind == OutputKind.MULTILABEL_SIGMOID:
+            over = tuple(self._prediction(i, s) for i, s in above(scores, session.threshold))
         post_ms = (time.perf_counter() - t0) * 1e3
         dnn_ms = getattr(frame, "dnn_ms", None)
         # The sensor resizes and normalises on-chip: no preprocessing here; inference is its own KPI time.
-        return ClassifyResult(top, StageTimes(0.0, float(dnn_ms or 0.0), post_ms))
+        return ClassifyResult(top, StageTimes(0.0, float(dnn_ms or 0.0), post_ms), over)
+
+    def _prediction(self, index: int, score: float) -> Prediction:
+        labels = self.session.labels
+        return Prediction(index, labels[index] if index < len(labels) else str(index), score)
 
     def describe(self) -> dict[str, Any]:
         return {**self.session.describe(), "classes": len(self.session.labels), "top_k": self.session.top,
@@ -229,7 +239,8 @@ class SensorClassifier:
 
 
 def open_session(model_path: Path | str, spec: SourceSpec, manifest: Any = None, labels: Any = None,
-                 top: int = 5, output_kind: Optional[OutputKind] = None, api: Any = None) -> Session:
+                 top: int = 5, output_kind: Optional[OutputKind] = None, api: Any = None,
+                 threshold: float = 0.5) -> Session:
     """A not yet opened Session for ``model_path`` (.rpk) with the manifest beside it (or ``manifest``).
 
     ``api``: picamera2's classes (default ``camera_api()``); tests pass a stand-in for the camera.
@@ -247,7 +258,7 @@ def open_session(model_path: Path | str, spec: SourceSpec, manifest: Any = None,
     names = _labels(labels, loaded)
     kind = output_kind or (loaded.output_kind if loaded else OutputKind.PROBABILITIES)
     size = (spec.width, spec.height) if spec.width and spec.height else None
-    return Session(path, loaded, names, kind, top, size, api or camera_api())
+    return Session(path, loaded, names, kind, top, size, api or camera_api(), threshold)
 
 
 def _manifest(path: Path, manifest: Any) -> Optional[Manifest]:

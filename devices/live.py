@@ -131,7 +131,8 @@ def run(model: Path | str, device: str = "cpu", source: str = "0", options: RunO
         if in_camera:  # the camera runs the network (IMX500): it gives both the frames and their results
             from edgecnn.devices.imx500 import open_session  # noqa: PLC0415
 
-            session = stack.enter_context(open_session(model, spec, options.manifest, options.labels, options.top_k))
+            session = stack.enter_context(open_session(model, spec, options.manifest, options.labels, options.top_k,
+                                                       options.output_kind, threshold=options.threshold))
             classifier, source_factory = session.classifier, session.source_factory
         clf = classifier if classifier is not None else stack.enter_context(
             contextlib.closing(open_classifier(model, device, options)))

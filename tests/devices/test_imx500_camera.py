@@ -132,6 +132,50 @@ def test_logits_are_decoded_by_the_shared_decoder(network, world, tmp_path):
     assert top[0].index == 9 and top[0].score == pytest.approx(softmax[9], rel=1e-6)
 
 
+@pytest.mark.parametrize("kind, output, labels, top, over", [
+    # (head, the sensor's output tensor, labels, expected top-k as (index, score), expected over 0.5)
+    ("probabilities", [0.1, 0.7, 0.2], "abc", [(1, 0.7), (2, 0.2), (0, 0.1)], None),
+    ("logits", [0.0, np.log(3.0)], "ab", [(1, 0.75), (0, 0.25)], None),
+    ("logits", [np.log(4.0)], "ab", [(1, 0.8), (0, 0.2)], None),          # one logit: a binary head
+    ("binary_sigmoid", [0.3], "ab", [(0, 0.7), (1, 0.3)], None),          # one unit, two classes
+    ("multilabel_sigmoid", [0.9, 0.2, 0.6], "xyz", [(0, 0.9), (2, 0.6), (1, 0.2)], [(0, 0.9), (2, 0.6)]),
+])
+def test_every_head_kind_is_decoded_like_on_every_target(network, world, kind, output, labels, top, over):
+    """Each output kind (edgecnn.manifest.OutputKind) of the sensor's tensor, decoded to the expected scores."""
+    session = imx500.open_session(network, parse_source("picamera2"), labels=list(labels),
+                                  output_kind=OutputKind(kind), top=3)
+    frame = imx500.SensorFrame.wrap(np.zeros((4, 4, 3), np.uint8), np.asarray(output, np.float32), 1.0)
+    result = session.classifier.classify(frame)
+    assert [(p.index, p.label) for p in result.top] == [(i, labels[i]) for i, _ in top]
+    assert [p.score for p in result.top] == pytest.approx([score for _, score in top], abs=1e-6)
+    if over is None:
+        assert result.over_threshold is None
+    else:
+        assert [(p.index, round(p.score, 6)) for p in result.over_threshold] == over
+
+
+def test_a_multilabel_run_lists_the_classes_over_the_threshold(network, world, digits):
+    """--output-kind multilabel_sigmoid --threshold 0.2 on the camera path: every class at or over 0.2, per frame."""
+    records = []
+    options = RunOptions(max_frames=8, top_k=2, print_every=0, threshold=0.2,
+                         output_kind=OutputKind.MULTILABEL_SIGMOID)
+    run(network, "imx500", "picamera2", options, on_frame=records.append)
+    frames = digits[0]
+    for r in records:
+        scores = world.sensor.outputs(frames[(r["capture_seq"] - 1) % len(frames)])
+        expected = sorted((int(i) for i in np.flatnonzero(scores >= 0.2)), key=lambda i: -scores[i])
+        assert [p["index"] for p in r["over_threshold"]] == expected
+    assert len(records) == 8 and any(r["over_threshold"] for r in records)
+
+
+def test_binary_labels_are_checked_against_the_head_not_the_unit_count(network, world):
+    session = imx500.open_session(network, parse_source("picamera2"), labels=["cat", "dog", "eel"],
+                                  output_kind=OutputKind.BINARY_SIGMOID)
+    frame = imx500.SensorFrame.wrap(np.zeros((4, 4, 3), np.uint8), np.asarray([0.9], np.float32), 1.0)
+    with pytest.raises(ManifestError, match=r"has 2 classes \(binary_sigmoid head of 1 output\(s\)\) but there are 3"):
+        session.classifier.classify(frame)
+
+
 @pytest.mark.parametrize("source", ["1", "clip.mp4", "rtsp://127.0.0.1/x"])
 def test_only_the_camera_itself_is_a_source(network, world, tmp_path, source):
     if source == "clip.mp4":
@@ -158,7 +202,7 @@ def test_a_network_of_another_input_size_is_refused(network, world):
 def test_labels_that_do_not_match_the_output_are_refused(network, world, tmp_path):
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join("abcde"))
-    with pytest.raises(ManifestError, match="outputs 10 values but there are 5 labels"):
+    with pytest.raises(ManifestError, match=r"has 10 classes \(probabilities head of 10 output\(s\)\) but there are 5 labels"):
         run(network, "imx500", "picamera2", RunOptions(max_frames=1, labels=str(labels)))
 
 

@@ -3,8 +3,9 @@
 The first part needs no toolchain: moving a model's description across Keras versions, refusing layers that
 cannot cross, reading what the converter writes (real dnnParams.xml / memory report / error output captured
 from imxconv-tf 3.19.2 in tests/converters/data/imx500), finding the toolchain. The second part runs the real
-toolchain (TensorFlow 2.15, MCT, imx500-converter, Java) from its own environment; `bash dev.sh test` builds it
-when it can, and these tests skip, saying why, when it is not there.
+toolchain (TensorFlow 2.15, MCT, imx500-converter, Java) from its own environment; those tests are marked
+``imx500`` (left out of a plain pytest run, several minutes) and run in their own CI step, `bash dev.sh test-imx500`,
+which builds the environment when it can; they skip, saying why, when it is not there.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from edgecnn.cli import main
 from edgecnn.converters import imx500
 from edgecnn.converters.imx500_move import PORTABLE, describe
 from edgecnn.errors import ConversionError, RuntimeMissingError
+from edgecnn.manifest import Manifest
 
 DATA = Path(__file__).parent / "data" / "imx500"
 
@@ -128,10 +130,14 @@ def test_the_memory_report_says_whether_the_network_fits():
 
 def test_converter_refusals_become_one_line_naming_the_layer():
     line = imx500.converter_error((DATA / "imxconv_elu.log").read_text())
-    assert line.startswith("imx500: the IMX500 cannot run layer 'activation' (Activation): activation elu is not "
+    assert line.startswith("the IMX500 cannot run layer 'activation' (Activation): activation elu is not "
                            "supported (Supported values: ['softmax', None, 'linear', 'relu'")
     assert "\n" not in line and "logger.py" not in line
     assert "Failed to load" in imx500.converter_error("noise\nRuntimeError: Failed to load the model.\n")
+    # MCT moves a Conv2D's activation into a layer "<conv>_post_activation": the line names the user's layer.
+    split = (DATA / "imxconv_elu.log").read_text().replace("id: activation,", "id: conv2d_12_post_activation,")
+    assert imx500.converter_error(split).startswith("the IMX500 cannot run the activation of layer 'conv2d_12': "
+                                                    "activation elu is not supported")
 
 
 def test_java_versions():
@@ -162,13 +168,25 @@ def test_a_missing_toolchain_is_one_line_with_the_commands(monkeypatch, tmp_path
         imx500.toolchain_python()
 
 
-def test_convert_without_the_toolchain_writes_nothing(monkeypatch, tmp_path, capsys, mnist_keras_path):
+@pytest.mark.parametrize("formats", ["imx500", "tflite-int8,imx500"])
+def test_convert_without_the_toolchain_writes_nothing(monkeypatch, tmp_path, capsys, mnist_keras_path, formats):
+    """A missing toolchain is found before any format is built: one line, exit 2, nothing written."""
     monkeypatch.setenv(imx500.PYTHON_ENV, str(tmp_path / "nowhere" / "python"))
+    built = []
+    monkeypatch.setattr("edgecnn.converters.pipeline.build_step", lambda *a: built.append(a))
     out = tmp_path / "out"
-    code = main(["convert", str(mnist_keras_path), "--calib", "mnist", "--formats", "imx500", "--out", str(out)])
+    code = main(["convert", str(mnist_keras_path), "--calib", "mnist", "--formats", formats, "--out", str(out)])
     err = _error_lines(capsys.readouterr().err)
     assert code == 2 and len(err) == 1 and "IMX500 toolchain" in err[0] and "pip install -r" in err[0], err
-    assert not (out / "manifest.json").exists() and not list(out.glob("*imx500*"))
+    assert built == [] and not out.exists()
+
+
+def test_a_model_without_an_image_input_is_refused():
+    for shape in [(784,), (28, 28), (3, 32, 32), (32, 32, 4)]:
+        with pytest.raises(ConversionError, match="feeds the network an image"):
+            imx500.check_image_input(shape)
+    for shape in [(28, 28, 1), (32, 32, 3), (66, 200, 3)]:
+        imx500.check_image_input(shape)
 
 
 # -- the real toolchain -----------------------------------------------------------------------------------
@@ -240,14 +258,17 @@ def _check_conversion(result, dims: list[int]) -> None:
     assert moved < 1e-5, "the model rebuilt in tf.keras 2.15 computes what Keras 3 does"
 
 
+@pytest.mark.imx500
 def test_rgb_cnn_converts_and_agrees_with_keras(rgb_conversion):
     _check_conversion(rgb_conversion, [32, 32, 3])
 
 
+@pytest.mark.imx500
 def test_the_mnist_demo_model_converts_with_its_one_channel_input(mnist_conversion):
     _check_conversion(mnist_conversion, [28, 28, 1])
 
 
+@pytest.mark.imx500
 def test_every_portable_layer_is_rebuilt_in_keras_2_within_float_error(toolchain, tmp_path):
     """The move as a sweep over the layer table: tf.keras 2.15 reproduces Keras 3's outputs."""
     model = _every_portable_layer()
@@ -257,8 +278,10 @@ def test_every_portable_layer_is_rebuilt_in_keras_2_within_float_error(toolchain
     assert result["probe_samples"] == 16 and result["move_max_abs_diff"] < 1e-5, result
 
 
+@pytest.mark.imx500
 def test_a_layer_the_imx500_cannot_run_gets_one_line(toolchain, tmp_path, capsys):
-    """The DAVE-2 seed uses ELU, which the IMX500 does not run: imxconv-tf's refusal, as one line."""
+    """The DAVE-2 seed uses ELU, which the IMX500 does not run: imxconv-tf's refusal, as one line; the other
+    format is published and the manifest lists imx500 as failed with that line."""
     from skimage import data as photos
 
     from edgecnn.converters.zoo import build_seed
@@ -269,8 +292,13 @@ def test_a_layer_the_imx500_cannot_run_gets_one_line(toolchain, tmp_path, capsys
              for y in (0, 100, 200) for x in (0, 100)]
     np.savez(tmp_path / "calib.npz", x=np.stack(crops))
     out = tmp_path / "out"
-    code = main(["convert", str(model), "--calib", str(tmp_path / "calib.npz"), "--formats", "imx500", "--out", str(out)])
+    code = main(["convert", str(model), "--calib", str(tmp_path / "calib.npz"), "--formats", "tflite-fp32,imx500",
+                 "--out", str(out)])
     err = _error_lines(capsys.readouterr().err)
-    assert code == 2 and len(err) == 1, err
-    assert "the IMX500 cannot run layer" in err[0] and "elu is not supported" in err[0], err
-    assert not (out / "manifest.json").exists() and not list(out.glob("*imx500*"))
+    assert code == 1 and len(err) == 1, err
+    assert "the IMX500 cannot run the activation of layer 'conv2d" in err[0] and "elu is not supported" in err[0], err
+    manifest = Manifest.read(out / "manifest.json")
+    assert [a.name for a in manifest.artifacts] == ["tflite-fp32"] and not list(out.glob("*imx500*"))
+    (failed,) = manifest.failed
+    assert failed.name == "imx500" and failed.reason.startswith("imx500: the IMX500 cannot run the activation of")
+    assert "\n" not in failed.reason and "elu is not supported" in failed.reason
