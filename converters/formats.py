@@ -25,23 +25,37 @@ class IoType(str, Enum):
 @dataclass(frozen=True)
 class FormatSpec:
     name: str          # the key users type
-    family: str        # "tflite" | "onnx"
+    family: str        # "tflite" | "onnx" | "imx500"
     precision: str     # fp32 | fp16 | dynamic | int8 (as recorded in the manifest)
     suffix: str        # file name suffix: "_int8.tflite"
     builder: str       # "module:function"
     needs_calibration: bool = False
     description: str = ""
+    by_default: bool = True  # built when --formats is not given; False: only when named (its own toolchain)
+    # "module:function" called before anything is written; raises (e.g. RuntimeMissingError) when the format's
+    # toolchain is absent, so a missing tool is one line up front, not a failure after minutes of other formats.
+    preflight: str = ""
 
     def file_name(self, model_name: str) -> str:
         return f"{model_name}{self.suffix}"
 
     def resolve_builder(self) -> Callable:
-        module, _, func = self.builder.partition(":")
-        return getattr(importlib.import_module(module), func)
+        return _resolve(self.builder)
+
+    def check_ready(self) -> None:
+        """Run the format's preflight check (nothing when it has none)."""
+        if self.preflight:
+            _resolve(self.preflight)()
+
+
+def _resolve(target: str) -> Callable:
+    module, _, func = target.partition(":")
+    return getattr(importlib.import_module(module), func)
 
 
 _TFLITE = "edgecnn.converters.tflite:build"
 _ONNX = "edgecnn.converters.onnx_step:build"
+_IMX500 = "edgecnn.converters.imx500:build"
 
 FORMATS: dict[str, FormatSpec] = {
     "tflite-fp32": FormatSpec("tflite-fp32", "tflite", "fp32", "_fp32.tflite", _TFLITE,
@@ -57,9 +71,13 @@ FORMATS: dict[str, FormatSpec] = {
     "onnx-int8": FormatSpec("onnx-int8", "onnx", "int8", "_int8.onnx", _ONNX, needs_calibration=True,
                             description="ONNX int8 QDQ (ONNX Runtime quantize_static), per-channel; "
                                         "activation type per --onnx-target"),
+    # Sony's toolchain (TensorFlow 2.15) in its own environment: built only when named (edgecnn.converters.imx500).
+    "imx500": FormatSpec("imx500", "imx500", "int8", "_imx500.zip", _IMX500, needs_calibration=True, by_default=False,
+                         description="Raspberry Pi AI Camera (Sony IMX500): MCT int8 + imxconv-tf packerOut.zip",
+                         preflight="edgecnn.converters.imx500:check_toolchain"),
 }
 
-DEFAULT_FORMATS = tuple(FORMATS)
+DEFAULT_FORMATS = tuple(name for name, spec in FORMATS.items() if spec.by_default)
 
 
 def get_format(name: str) -> FormatSpec:
@@ -67,9 +85,10 @@ def get_format(name: str) -> FormatSpec:
 
 
 def parse_formats(text: str | None) -> tuple[FormatSpec, ...]:
-    """``"tflite-int8, onnx-fp32"`` -> specs in table order, no duplicates; None or "all" -> every format."""
+    """``"tflite-int8, onnx-fp32"`` -> specs in table order, no duplicates; None or "all" -> the default formats
+    (every format but those built only when named, such as imx500)."""
     if text is None or text.strip().lower() in ("", "all"):
-        return tuple(FORMATS.values())
+        return tuple(FORMATS[name] for name in DEFAULT_FORMATS)
     chosen = {get_format(name).name for name in split_names(text)}
     return tuple(spec for spec in FORMATS.values() if spec.name in chosen)
 

@@ -95,7 +95,7 @@ def convert(model: Optional[str | Path] = None, calib: Optional[str | Path] = No
             out: Optional[str | Path] = None, options: ConvertOptions = ConvertOptions()) -> ConvertResult:
     """Convert ``model`` (None: the embedded default MNIST CNN) to every chosen format, verify, write the manifest.
 
-    Raises UsageError/DataError/ModelLoadError (exit 2) before anything is written; ConversionFailedError
+    Raises UsageError/DataError/ModelLoadError/RuntimeMissingError (exit 2) before anything is written; ConversionFailedError
     (exit 1, ``.result`` set when something was published) when a format failed to build or was refused by
     verification; AccuracyBudgetError (exit 1) when an artifact lost more than ``max_drop``. With
     ``options.ray``: ClusterError (exit 2) when the cluster cannot be reached, before any work. What TensorFlow
@@ -126,6 +126,8 @@ def _convert(model, calib, val, out, options: ConvertOptions, log: NativeLog, cl
     loaded = load_model(model, unsafe=options.unsafe)
     prep, prep_notes = cal.build_preprocessing(loaded.input_shape, _prep_request(options), loaded.layer_classes)
     formats = _formats_that_apply(formats, calib, options.formats is not None)
+    for spec in formats:
+        spec.check_ready()  # a format's missing toolchain: one line, before anything is built or written
     calib_set, val_set = _load_data(calib, val)
     calib_inputs = cal.model_inputs(calib_set, prep, loaded.input_shape, "calibration") if calib_set else None
     val_inputs = cal.model_inputs(val_set, prep, loaded.input_shape, "validation") if val_set else None
@@ -364,7 +366,8 @@ def _verify(built: BuiltArtifact, spec: FormatSpec, data, manifest: Manifest, re
 
 def _needs_fallback(spec: FormatSpec, verification, options: ConvertOptions) -> bool:
     """--fallback auto applies to an int8 artifact whose measured drop exceeds --max-drop."""
-    return (options.fallback == FallbackMode.AUTO and spec.precision == "int8" and options.max_drop is not None
+    return (options.fallback == FallbackMode.AUTO and spec.precision == "int8" and spec.family in ("tflite", "onnx")
+            and options.max_drop is not None
             and verification is not None and verification.drop_pp is not None
             and verification.drop_pp > options.max_drop)
 

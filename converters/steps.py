@@ -72,6 +72,11 @@ def build_artifact(job: BuildJob, final_path: Path) -> BuiltArtifact:
 
 def embed_metadata(family: str, path: Path, text: str) -> tuple[str, ...]:
     """Embed the manifest JSON in the artifact; returns notes for the manifest."""
+    if family == "imx500":
+        from edgecnn.converters.imx500 import MANIFEST_MEMBER, embed as embed_zip  # noqa: PLC0415
+
+        embed_zip(path, text)
+        return (f"manifest embedded as {MANIFEST_MEMBER} in the zip",)
     if family == "onnx":
         from edgecnn.converters.onnx_step import embed  # noqa: PLC0415
 

@@ -191,6 +191,11 @@ def cluster_run(cluster, placements: Optional[list] = None) -> Optional[RunArtif
 
 def _run_artifact(path: Path, family: str, batch: np.ndarray, progress: Optional[Progress]) -> np.ndarray:
     """Raw outputs of the artifact for ``batch``, in chunks, through the device runner for its format."""
+    if family == "imx500":
+        # The sensor cannot be fed arrays; MCT's quantized model, the one converted, runs on the host instead.
+        from edgecnn.converters.imx500 import run_host  # noqa: PLC0415
+
+        return run_host(path, batch, progress)
     from edgecnn.devices.base import RunnerOptions  # noqa: PLC0415
     from edgecnn.devices.runners import cpu_target, open_runner  # noqa: PLC0415
 

@@ -237,7 +237,20 @@ def check_pi(root: Path = Path("/")) -> list[Check]:
         pic = _version("picamera2") or ("present" if _present("picamera2") else None)
         checks.append(Check("picamera2", Status.OK if pic else Status.INFO, pic or "not installed",
                             "" if pic else "sudo apt-get install python3-picamera2 (for the Pi camera)"))
+        imx500 = imx500_sensors(root)
+        checks.append(Check("IMX500 AI Camera", Status.OK if imx500 else Status.INFO, "; ".join(imx500) or "none",
+                            "" if imx500 else "needed only for --device imx500 (sudo apt install imx500-all)"))
     return checks
+
+
+def imx500_sensors(root: Path = Path("/")) -> list[str]:
+    """The v4l2 sub-devices driven by the imx500 module (how picamera2's IMX500 class finds the sensor)."""
+    found = []
+    for subdev in sorted((root / "sys/class/video4linux").glob("v4l-subdev*")):
+        module = subdev / "device" / "driver" / "module"
+        if module.is_symlink() and "imx500" in os.readlink(module):
+            found.append(f"/dev/{subdev.name}")
+    return found
 
 
 def run_checks(root: Path = Path("/")) -> list[Check]:

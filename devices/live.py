@@ -128,14 +128,21 @@ def run(model: Path | str, device: str = "cpu", source: str = "0", options: RunO
     replaces devices.sources.open_source (tests put camera doubles at the hardware boundary with it).
     """
     options.validate()
+    in_camera = False
     if classifier is None:
         from edgecnn.devices.runners import get_target  # noqa: PLC0415
 
-        get_target(device)  # an unknown device name is reported before anything else is opened
+        in_camera = get_target(device).in_camera  # an unknown device name is reported before anything else is opened
     spec = parse_source(source, options.width, options.height, loop=options.loop)
     outputs = [Path(p) for p in (options.jsonl, options.record) if p and p != "-"]
     refuse_overwrite(outputs, options.force)
     with contextlib.ExitStack() as stack:
+        if in_camera:  # the camera runs the network (IMX500): it gives both the frames and their results
+            from edgecnn.devices.imx500 import open_session  # noqa: PLC0415
+
+            session = stack.enter_context(open_session(model, spec, options.manifest, options.labels, options.top_k,
+                                                       options.output_kind, threshold=options.threshold))
+            classifier, source_factory = session.classifier, session.source_factory
         clf = classifier if classifier is not None else stack.enter_context(
             contextlib.closing(open_classifier(model, device, options)))
         for notice in getattr(clf, "notices", ()):

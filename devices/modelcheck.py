@@ -43,12 +43,16 @@ class ModelFormat(str, Enum):
     KERAS = "keras"
     H5 = "h5"
     SAVEDMODEL = "savedmodel"
+    RPK = "rpk"  # IMX500 network firmware (imx500-package's network.rpk), loaded by the camera itself
 
 
 SUFFIX_FORMAT = {".tflite": ModelFormat.TFLITE, ".lite": ModelFormat.TFLITE, ".onnx": ModelFormat.ONNX,
-                 ".keras": ModelFormat.KERAS, ".h5": ModelFormat.H5, ".hdf5": ModelFormat.H5}
+                 ".keras": ModelFormat.KERAS, ".h5": ModelFormat.H5, ".hdf5": ModelFormat.H5, ".rpk": ModelFormat.RPK}
 FORMAT_SUFFIX = {ModelFormat.TFLITE: ".tflite", ModelFormat.ONNX: ".onnx", ModelFormat.KERAS: ".keras",
-                 ModelFormat.H5: ".h5", ModelFormat.SAVEDMODEL: "a SavedModel folder"}
+                 ModelFormat.H5: ".h5", ModelFormat.SAVEDMODEL: "a SavedModel folder", ModelFormat.RPK: ".rpk"}
+# An .rpk is blocks of [b"9464", size (big-endian u32), 52 more header bytes, size bytes, b"3695"], then a
+# cpio archive (network_info.txt): the layout picamera2's IMX500 reader walks (devices/imx500/imx500.py).
+RPK_BLOCK_MAGIC, RPK_FOOTER_MAGIC, RPK_HEADER, RPK_FOOTER = b"9464", b"3695", 60, 4
 # ModelProto field number -> protobuf wire type (0 varint, 2 length-delimited).
 _ONNX_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2}
 
@@ -74,6 +78,8 @@ def sniff(head: bytes) -> Optional[ModelFormat]:
     """The format the first bytes of a file show, or None when they show none we know."""
     if len(head) >= 8 and head[4:8] == b"TFL3":
         return ModelFormat.TFLITE
+    if head.startswith(RPK_BLOCK_MAGIC):
+        return ModelFormat.RPK
     if head.startswith(b"PK\x03\x04"):
         return ModelFormat.KERAS
     if head.startswith(b"\x89HDF\r\n\x1a\n"):
@@ -130,6 +136,8 @@ def check_file(path: Path, probe: bool = True, timeout_s: float = PROBE_TIMEOUT_
             return CheckedModel(path, ModelFormat.SAVEDMODEL)
         raise ModelLoadError(f"{path} is a folder without saved_model.pb", "give a .tflite or .onnx model file")
     fmt = _check_header(path)
+    if fmt == ModelFormat.RPK:
+        walk_rpk(path)  # the camera driver loads it; there is nothing to probe in a child here
     if fmt not in (ModelFormat.TFLITE, ModelFormat.ONNX):
         return CheckedModel(path, fmt)
     data = _read(path)
@@ -196,6 +204,27 @@ def _walk(path: Path, data: bytes) -> None:
     except FlatbufferError as exc:
         raise ModelLoadError(f"{path.name} is a corrupt TFLite model ({exc})",
                              "the file is truncated or damaged; copy the artifact again") from None
+
+
+def walk_rpk(path: Path) -> int:
+    """Bounds-check the firmware blocks of an IMX500 ``.rpk``; returns how many there are (ModelLoadError if broken)."""
+    try:
+        data = memoryview(Path(path).read_bytes())
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read model file {path} ({exc.strerror or exc})") from None
+    offset, blocks = 0, 0
+    while len(data) - offset >= 8 and bytes(data[offset:offset + 4]) == RPK_BLOCK_MAGIC:
+        size = int.from_bytes(data[offset + 4:offset + 8], "big")
+        footer = offset + RPK_HEADER + size
+        if footer + RPK_FOOTER > len(data) or bytes(data[footer:footer + RPK_FOOTER]) != RPK_FOOTER_MAGIC:
+            raise ModelLoadError(f"{Path(path).name} is a corrupt IMX500 network (block {blocks} of {size} bytes "
+                                 "has no footer where it should end)",
+                                 "the file is truncated or damaged; run imx500-package on the packerOut.zip again")
+        offset, blocks = footer + RPK_FOOTER, blocks + 1
+    if blocks == 0:
+        raise ModelLoadError(f"{Path(path).name} is not an IMX500 network (no '9464' firmware block at its start)",
+                             "give the network.rpk that imx500-package wrote")
+    return blocks
 
 
 def check_onnx(path: Path) -> None:

@@ -30,6 +30,7 @@ class Target:
     opener: str
     description: str
     default_threads: Optional[int] = None  # None: the machine's cores
+    in_camera: bool = False  # the camera runs the network on its own image: it is the frame source too
 
 
 def _pi_threads() -> int:
@@ -48,6 +49,9 @@ TARGETS: dict[str, Target] = {
                        "ONNX Runtime on the CPU"),
     "gpu": Target("gpu", ModelFormat.ONNX, "edgecnn.devices.onnx_runtime", "open_gpu",
                   "ONNX Runtime with the TensorRT or CUDA execution provider (no silent CPU fallback)"),
+    "imx500": Target("imx500", ModelFormat.RPK, "edgecnn.devices.imx500", "open_imx500",
+                     "Raspberry Pi AI Camera: the Sony IMX500 sensor runs the network (.rpk) on its own image "
+                     "(picamera2); edgecnn run only", in_camera=True),
 }
 
 
@@ -78,12 +82,12 @@ def open_runner(model_path: Path | str, target: str = "cpu", options: RunnerOpti
     spec = get_target(target)
     path = Path(model_path)
     if not path.exists():
-        raise InputPathError(f"model file {path} does not exist", "give the path of a .tflite or .onnx artifact")
+        raise InputPathError(f"model file {path} does not exist", "give the path of a .tflite, .onnx or .rpk artifact")
     if path.is_dir():
         raise InputPathError(f"{path} is a folder, not a model file", "give the path of a .tflite or .onnx artifact")
     checked = check_file(path, probe=options.probe)
     fmt = checked.format
-    if fmt not in (ModelFormat.TFLITE, ModelFormat.ONNX):
+    if fmt not in (ModelFormat.TFLITE, ModelFormat.ONNX, ModelFormat.RPK):
         raise UsageError(f"{path.name} is a {fmt.value} model, not a device artifact",
                          f"convert it first: edgecnn convert {path}")
     if fmt != spec.format:

@@ -20,7 +20,8 @@ _FORMAT_NAMES = "tflite-fp32, tflite-fp16, tflite-dynamic, tflite-int8, onnx-fp3
 @click.option("--val", help="Validation data for verification (else the calibration data). Labels come from "
                             "class subfolders or the .npz 'y' array.")
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder. Default: edgecnn-out/<model name>.")
-@click.option("--formats", help=f"Comma-separated, default all that apply: {_FORMAT_NAMES}.")
+@click.option("--formats", help=f"Comma-separated, default all that apply: {_FORMAT_NAMES}. Also, only when "
+                                "named: imx500 (Raspberry Pi AI Camera; needs the IMX500 toolchain, see README).")
 @click.option("--io", "io_type", type=click.Choice(["int8", "uint8", "float"]), default="int8", show_default=True,
               help="Input/output tensor type of tflite-int8.")
 @click.option("--calib-method", default="minmax", show_default=True, help="onnx-int8 ranges: minmax, entropy, percentile.")

@@ -19,7 +19,7 @@ from edgecnn.errors import UsageError
 @app.command("run")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--device", "device", default="cpu", show_default=True,
-              help="Target: cpu, pi, edgetpu (.tflite); onnx-cpu, gpu (.onnx).")
+              help="Target: cpu, pi, edgetpu (.tflite); onnx-cpu, gpu (.onnx); imx500 (.rpk, the AI Camera).")
 @click.option("--source", default="0", show_default=True,
               help="Camera index or /dev/videoN, picamera2, a video file, an image, a folder, or an rtsp/http URL.")
 @click.option("--threads", type=int, default=None, help="Inference threads (default: the machine's cores).")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from edgecnn.converters.calibration import PrepRequest, build_preprocessing, choose_calibration, model_inputs
-from edgecnn.converters.formats import FORMATS, parse_formats
+from edgecnn.converters.formats import DEFAULT_FORMATS, FORMATS, parse_formats
 from edgecnn.data import Dataset
 from edgecnn.errors import DataError, UnknownNameError, UsageError
 from edgecnn.manifest import ColorOrder
@@ -13,10 +13,19 @@ from edgecnn.manifest import ColorOrder
 
 def test_formats_parse_in_table_order_without_duplicates():
     assert [f.name for f in parse_formats("onnx-int8, tflite-fp32,onnx-int8")] == ["tflite-fp32", "onnx-int8"]
-    assert [f.name for f in parse_formats(None)] == list(FORMATS)
+    assert [f.name for f in parse_formats(None)] == list(DEFAULT_FORMATS) == [n for n in FORMATS if n != "imx500"]
+    assert [f.name for f in parse_formats("all")] == list(DEFAULT_FORMATS)
     with pytest.raises(UnknownNameError, match="did you mean 'onnx-fp32'"):
         parse_formats("onnx-fp23")
-    assert {f.name for f in FORMATS.values() if f.needs_calibration} == {"tflite-int8", "onnx-int8"}
+    assert {f.name for f in FORMATS.values() if f.needs_calibration} == {"tflite-int8", "onnx-int8", "imx500"}
+
+
+def test_imx500_is_built_only_when_named():
+    """It needs its own toolchain (minutes, 2.3 GB): never part of the default set, always reachable by name."""
+    assert [f.name for f in parse_formats("imx500, tflite-int8")] == ["tflite-int8", "imx500"]
+    assert parse_formats("IMX500")[0].file_name("net") == "net_imx500.zip"
+    with pytest.raises(UnknownNameError, match="did you mean 'imx500'"):
+        parse_formats("imx50")
 
 
 def test_preprocessing_follows_the_model_input():

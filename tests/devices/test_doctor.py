@@ -59,6 +59,14 @@ def fake_pi(tmp_path, monkeypatch):
         (root / "dev" / node).write_text("")
     (root / "sys/class/video4linux/video0").mkdir(parents=True)
     (root / "sys/class/video4linux/video0/name").write_text("unicam\n")
+    # The AI Camera's sensor: a v4l2 sub-device whose driver module is imx500 (as sysfs links it).
+    (root / "sys/module/imx500").mkdir(parents=True)
+    (root / "sys/bus/i2c/drivers/imx500").mkdir(parents=True)
+    (root / "sys/bus/i2c/drivers/imx500/module").symlink_to(root / "sys/module/imx500")
+    (root / "sys/devices/i2c/10-001a").mkdir(parents=True)
+    (root / "sys/devices/i2c/10-001a/driver").symlink_to(root / "sys/bus/i2c/drivers/imx500")
+    (root / "sys/class/video4linux/v4l-subdev2").mkdir(parents=True)
+    (root / "sys/class/video4linux/v4l-subdev2/device").symlink_to(root / "sys/devices/i2c/10-001a")
     usb = root / "sys/bus/usb/devices/2-1"
     usb.mkdir(parents=True)
     (usb / "idVendor").write_text("18d1\n")
@@ -82,6 +90,7 @@ def test_doctor_on_a_pi(fake_pi):
     assert checks["cameras"].found == "/dev/video0 (unicam); /dev/video10"
     assert checks["Edge TPU devices"].found == "Coral USB Accelerator at usb 2-1"
     assert "picamera2" in checks
+    assert checks["IMX500 AI Camera"].status == Status.OK and checks["IMX500 AI Camera"].found == "/dev/v4l-subdev2"
     console = Console(record=True, width=200)
     console.print(render(list(checks.values())))
     assert "Raspberry Pi 4 Model B" in console.export_text()

@@ -28,7 +28,7 @@ def digits():
 
 
 def test_table_has_every_target_and_suggests_close_names():
-    assert set(TARGETS) == {"cpu", "pi", "edgetpu", "gpu", "onnx-cpu"}
+    assert set(TARGETS) == {"cpu", "pi", "edgetpu", "gpu", "onnx-cpu", "imx500"}
     assert get_target("PI").name == "pi"
     with pytest.raises(UnknownNameError, match="did you mean 'onnx-cpu'"):
         get_target("onnx_cpu")
