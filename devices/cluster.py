@@ -28,9 +28,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from edgecnn import errors
-from edgecnn.devices.cluster_connect import (ADDRESS, driver_log, first_line, import_ray, probe, resolve_address,
+from edgecnn.devices.cluster_connect import (ADDRESS, driver_log, import_ray, probe, resolve_address,
                                             stage_code)
-from edgecnn.errors import ClusterError, RuntimeMissingError, UsageError
+from edgecnn.errors import ClusterError, RuntimeMissingError, UsageError, first_line
 
 DEFAULT_CHUNK = 1000  # samples per task: a task costs ~10 ms of overhead, ~1 % at ~1 ms per sample and over
 DEFAULT_RETRIES = 4

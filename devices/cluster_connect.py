@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-from edgecnn.errors import ClusterError, RuntimeMissingError
+from edgecnn.errors import ClusterError, RuntimeMissingError, first_line
 
 INSTALL_HINT = "pip install 'edgecnn[cluster]' (Ray) on this machine and every node"
 ADDRESS = re.compile(r"^\[?(?P<host>[A-Za-z0-9_.:-]+?)\]?:(?P<port>\d{1,5})$")
@@ -139,8 +139,3 @@ def stage_code(dest: Path) -> Path:
     shutil.copytree(devices, package / "devices", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
                     dirs_exist_ok=True)
     return package
-
-
-def first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return (lines[0] if lines else type(exc).__name__)[:300]

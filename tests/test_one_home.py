@@ -11,9 +11,14 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("edgecnn", "converters", "devices")
 
 
+# Run alone by the IMX500 toolchain's own Python (TensorFlow 2.15), where edgecnn is not installed.
+STANDALONE = {"converters/imx500_worker.py"}
+
+
 def _modules() -> dict[str, ast.AST]:
-    return {str(path.relative_to(ROOT)): ast.parse(path.read_text(encoding="utf-8"))
-            for folder in PACKAGES for path in sorted((ROOT / folder).rglob("*.py"))}
+    return {name: ast.parse(path.read_text(encoding="utf-8"))
+            for folder in PACKAGES for path in sorted((ROOT / folder).rglob("*.py"))
+            if (name := str(path.relative_to(ROOT))) not in STANDALONE}
 
 
 def _called(tree: ast.AST, names: set[str]) -> bool:
