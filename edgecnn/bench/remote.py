@@ -138,7 +138,7 @@ def _call(host: SshHost, argv: list[str], stop: Optional[threading.Event], timeo
                     raise Stopped() from None
                 raise RemoteHostError(f"{host.spec}: no answer within {timeout_s:.0f} s") from None
     if proc.returncode == 255:  # ssh's own failure; a remote command never gets this far
-        raise RemoteHostError(f"cannot reach {host.spec}: {connection_reason(err)}", _hint(err))
+        raise RemoteHostError(f"cannot reach {host.spec}: {connection_reason(err)}", _hint(err, host.spec))
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
@@ -148,14 +148,14 @@ def connection_reason(stderr: str) -> str:
     return lines[-1] if lines else "ssh failed without a message"
 
 
-def _hint(stderr: str) -> str:
+def _hint(stderr: str, spec: str) -> str:
     if "Could not resolve hostname" in stderr:
         return "is it an alias in your ssh config (--ssh-config FILE)?"
     if "Permission denied" in stderr:
         return "add your key to the board (ssh-copy-id) or to your ssh agent; passwords are not asked for"
     if "Host key verification failed" in stderr or "REMOTE HOST IDENTIFICATION" in stderr:
         return "ssh into the board once to check and accept its host key"
-    return "check that `ssh HOST true` works"
+    return f"check that `ssh {spec} true` works"
 
 
 def last_line(text: str) -> str:

@@ -99,6 +99,10 @@ def _summary_lines(raw: dict[str, Any]) -> list[str]:
         if env.get("raspberry_pi"):
             pi = env["raspberry_pi"]
             lines.append(f"  - {pi.get('model')}: {pi.get('temperature_c')} °C, throttling {pi.get('throttled')}")
+    for host, summary in raw.get("hosts", {}).items():  # bench --host: what happened on each board
+        lines.append(f"- {host}: " + (f"failed: {summary['reason']}" if summary["status"] == "failed" else
+                                      f"edgecnn {summary.get('edgecnn')}, {summary.get('copied', 0)} file(s) copied, "
+                                      f"{summary.get('already_there', 0)} already there"))
     options = raw.get("options", {})
     lines.append(f"- Timing: {options.get('warmup')} warm-up runs, then "
                  + (f"{options['duration_s']} s" if options.get("duration_s") else f"{options.get('runs')} runs")
