@@ -39,11 +39,13 @@ elif command -v python3 >/dev/null 2>&1 && python3 -c 'import edgecnn' >/dev/nul
   set -- python3 -m edgecnn "$@"
 else echo "edgecnn-missing" >&2; exit 3; fi
 """
-_PROBE = _RESOLVE + r"""v=$("$@" --version 2>&1) || { printf '%s\n' "$v" >&2; exit 4; }
-printf 'VERSION %s\n' "$v"
-d=$(mktemp -d "${TMPDIR:-/tmp}/edgecnn-fleet.XXXXXX") || exit 5
+_PROBE = _RESOLVE + r"""d=$(mktemp -d "${TMPDIR:-/tmp}/edgecnn-fleet.XXXXXX") || exit 5
 printf 'TMP %s\n' "$d"
-"$@" remote-info CHECKS || { rm -rf -- "$d"; exit 6; }
+"$@" remote-info CHECKS && exit 0
+rm -rf -- "$d"
+v=$("$@" --version 2>&1) || { printf '%s\n' "$v" >&2; exit 4; }
+printf 'VERSION %s\n' "$v"
+exit 6
 """
 _PLACE = r"""d=$1; a=$2; shift 2
 while [ $# -gt 1 ]; do
@@ -133,6 +135,7 @@ class Board:
         self.tmp = next((ln[4:] for ln in lines if ln.startswith("TMP ")), None)
         version = next((ln[8:] for ln in lines if ln.startswith("VERSION ")), "?")
         if done.returncode != 0:
+            self.tmp = None  # the probe removed it, or never made it
             raise RemoteHostError(self._probe_failure(done.returncode, done.stderr, version))
         raw = next((ln for ln in lines if ln.startswith("{")), "")
         try:
