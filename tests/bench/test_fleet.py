@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -230,11 +231,14 @@ def _login_shell_finds_edgecnn(server) -> bool:
                           capture_output=True).returncode == 0
 
 
-def test_the_boards_version_and_schemas_are_checked(board):
-    """What the board's edgecnn reports (the real remote-info) passes; another version or result schema is a
-    failed host naming both versions."""
+def test_the_boards_version_and_schemas_are_checked(board, models):
+    """What the board's edgecnn reports (the real remote-info) passes; another version, result schema or a
+    manifest schema it cannot read is a failed host naming both sides."""
+    import dataclasses
+
     from edgecnn import __version__
-    from edgecnn.bench.fleet import check_board
+    from edgecnn.bench.fleet import check_board, check_manifests
+    from edgecnn.bench.jobs import collect_artifacts
     from edgecnn.bench.remote import RemoteHostError
 
     info = json.loads(subprocess.run([board["edgecnn"], "remote-info"], check=True, capture_output=True,
@@ -245,6 +249,12 @@ def test_the_boards_version_and_schemas_are_checked(board):
         check_board({**info, "edgecnn": "0.0.9"}, "pi5")
     with pytest.raises(RemoteHostError, match="result schema 99"):
         check_board({**info, "result_schema": 99}, "pi5")
+    artifacts = collect_artifacts(models["paths"])
+    check_manifests(info, artifacts, "pi5")
+    newer = [dataclasses.replace(a, manifest=dataclasses.replace(a.manifest, schema_version=99)) for a in artifacts]
+    readable = re.escape(str(info["manifest_readable"]))
+    with pytest.raises(RemoteHostError, match=f"pi5: the board's edgecnn reads manifest schema {readable}, .* is 99"):
+        check_manifests(info, newer, "pi5")
 
 
 @pytest.mark.parametrize("spec, destination, port", [
