@@ -98,9 +98,18 @@ test_imx500() {
   step "imx500 tests (-m imx500)" "$VENV/bin/python" -m pytest -q -rs -m imx500 "$@"
 }
 
+sshd() {
+  # The fleet tests (bench --host, deploy) run a real OpenSSH server on 127.0.0.1 (Debian's openssh-server).
+  [ -x /usr/sbin/sshd ] && command -v ssh >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-client openssh-server \
+      >/dev/null) || echo "note: could not install openssh-server; the fleet tests will be skipped" >&2
+  fi
+}
+
 case "${1:-}" in
   demo)  setup; shift; exec "$VENV/bin/edgecnn" convert --out edgecnn-out/demo --force "$@" ;;
-  test)  setup; browser; netns_tools; shift
+  test)  setup; browser; netns_tools; sshd; shift
          [ $# -eq 0 ] || exec "$VENV/bin/python" -m pytest -q "$@"
          rc=0
          step "test suite" "$VENV/bin/python" -m pytest -q || rc=$?

@@ -112,7 +112,10 @@ def _prune(cache: Path, keep: Path) -> None:
     for old in others[KEEP_NEWEST - 1:]:
         if now - _last_used(old) > KEEP_RECENT_S:
             with _locked(cache / f".{old.name}.lock"):
-                shutil.rmtree(old, ignore_errors=True)
+                # Decided again under the lock: a venv being built (no marker yet) held the lock meanwhile and
+                # is now complete and in use; removing it would pull it from under the test that asked for it.
+                if time.time() - _last_used(old) > KEEP_RECENT_S:
+                    shutil.rmtree(old, ignore_errors=True)
             with contextlib.suppress(OSError):
                 (cache / f".{old.name}.lock").unlink()
 

@@ -112,6 +112,10 @@ def _summary_lines(raw: dict[str, Any]) -> list[str]:
         if env.get("raspberry_pi"):
             pi = env["raspberry_pi"]
             lines.append(f"  - {pi.get('model')}: {pi.get('temperature_c')} °C, throttling {pi.get('throttled')}")
+    for host, summary in raw.get("hosts", {}).items():  # bench --host: what happened on each board
+        lines.append(f"- {host}: " + (f"failed: {summary['reason']}" if summary["status"] == "failed" else
+                                      f"edgecnn {summary.get('edgecnn')}, {summary.get('copied', 0)} file(s) copied, "
+                                      f"{summary.get('already_there', 0)} already there"))
     options = raw.get("options", {})
     lines.append(f"- Timing: {options.get('warmup')} warm-up runs, then "
                  + (f"{options['duration_s']} s" if options.get("duration_s") else f"{options.get('runs')} runs")
@@ -294,17 +298,21 @@ def merge_results(raws: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[
     """One comparison: every row tagged with the host/file it came from; each environment kept by name."""
     if not raws:
         raise UsageError("no result files to merge", "give one or more bench.json files")
-    rows, environments = [], {}
+    rows, environments, hosts = [], {}, {}
     for raw, name in zip(raws, names):
         for row in raw["rows"]:
             rows.append({**row, "source": row.get("source") or name})
-        environments[name] = raw.get("environment", {})
+        if raw.get("environments"):  # a merged or fleet result: keep each board's fingerprint under its name
+            environments.update(raw["environments"])
+        else:
+            environments[name] = raw.get("environment", {})
+        hosts.update(raw.get("hosts", {}))
     first = raws[0]
     return {"schema_version": first["schema_version"], "created": first["created"],
             "command": "edgecnn report " + " ".join(names), "data": first.get("data"),
             "environment": first.get("environment", {}), "options": first.get("options", {}),
             "notes": [note for raw in raws for note in raw.get("notes", [])], "rows": rows,
-            "merged_from": list(names), "environments": environments}
+            "merged_from": list(names), "environments": environments, **({"hosts": hosts} if hosts else {})}
 
 
 def source_names(paths: Sequence[Path], raws: Sequence[dict[str, Any]]) -> list[str]:

@@ -13,7 +13,8 @@ import click
 # name -> the module whose @app.command registers it
 COMMAND_MODULES = {"convert": "edgecnn.cli.convert_cmd", "run": "edgecnn.cli.run_cmd",
                    "bench": "edgecnn.cli.bench_cmd", "report": "edgecnn.cli.bench_cmd",
-                   "inspect": "edgecnn.cli.inspect_cmd", "doctor": "edgecnn.cli.doctor_cmd"}
+                   "inspect": "edgecnn.cli.inspect_cmd", "doctor": "edgecnn.cli.doctor_cmd",
+                   "deploy": "edgecnn.cli.fleet_cmd", "remote-info": "edgecnn.cli.fleet_cmd"}
 
 
 class _LazyConsole:

@@ -13,6 +13,7 @@ import click
 from edgecnn.cli.app import app, console, console_err
 from edgecnn.cli.prep_options import output_kind as given_output_kind
 from edgecnn.cli.prep_options import prep_choice, prep_options
+from edgecnn.errors import UsageError
 
 DEFAULT_OUT = Path("edgecnn-out") / "bench"
 TERMINAL_COLUMNS = ("source", "model", "format", "target", "threads", "status", "size", "load ms", "p50 ms", "p90 ms",
@@ -53,10 +54,17 @@ WIDE_TERMINAL = 170
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--unsafe", is_flag=True, help="Load a Keras reference with custom code (only trusted files).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON instead of a table.")
+@click.option("--host", "hosts", multiple=True, metavar="HOST",
+              help="Bench on this board over SSH instead of here (repeatable): ssh config alias, user@host, "
+                   "ssh://user@host:port. Rows from every host merge into one report.")
+@click.option("--ssh-config", type=click.Path(path_type=Path), help="ssh config file for --host (ssh -F).")
+@click.option("--remote-edgecnn", metavar="PATH",
+              help="The board's edgecnn (default: edgecnn on its PATH, then python3 -m edgecnn).")
+@click.option("--connect-timeout", type=int, default=10, show_default=True, help="ssh connect timeout, seconds.")
 @prep_options
 def bench_command(models, devices, threads, data, runs, duration, warmup, offline, batch, samples, reference,
-                  max_drop, min_agreement, ray_address, ray_chunk, no_step, out, force, unsafe, as_json,
-                  **prep) -> int:
+                  max_drop, min_agreement, ray_address, ray_chunk, no_step, out, force, unsafe, as_json, hosts,
+                  ssh_config, remote_edgecnn, connect_timeout, **prep) -> int:
     """Benchmark MODEL... (.tflite/.onnx files or edgecnn convert output folders) on each --device at each
     --threads count: latency percentiles, load and first-inference time, memory, MACs, accuracy loss."""
     from edgecnn.bench.harness import BenchOptions, bench  # noqa: PLC0415
@@ -73,11 +81,32 @@ def bench_command(models, devices, threads, data, runs, duration, warmup, offlin
     options.validate()
     refuse_overwrite(list(output_paths(out).values()), force)  # before the work, not after it
     command = "edgecnn " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "edgecnn bench"
-    result = bench(list(models), split_names(devices), split_names(threads), data, options, command=command)
-    raw = result.to_dict()
+    if hosts:
+        from edgecnn.bench.fleet import bench_fleet  # noqa: PLC0415
+        from edgecnn.bench.remote import parse_host  # noqa: PLC0415
+
+        boards = [parse_host(h, ssh_config, connect_timeout) for h in hosts]
+        raw = bench_fleet(list(models), boards, split_names(devices), split_names(threads), data, options,
+                          remote_edgecnn, command=command, prep_args=_remote_prep_args(prep))
+    else:
+        raw = bench(list(models), split_names(devices), split_names(threads), data, options, command=command).to_dict()
     paths = write_reports(raw, out, force=force)
     _show(raw, paths, as_json)
     return _exit_code(raw)
+
+
+def _remote_prep_args(prep: dict) -> list[str]:
+    """The preprocessing options as the board's own bench takes them (the same option names)."""
+    if prep.get("labels"):
+        raise UsageError("--labels cannot be used with --host: the file is not on the boards",
+                         "convert with the labels (they travel in the manifest), or bench without --host")
+    args: list[str] = []
+    for key, value in prep.items():
+        if value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        args += [flag] if value is True else [flag, str(value)]
+    return args
 
 
 @app.command("report")
@@ -116,9 +145,12 @@ def _show(raw: dict, paths: dict, as_json: bool) -> None:
         table.add_row(*(cells[i] for i in visible), style=styles.get(row["status"], ""))
     console.print(table)
     for row in raw["rows"]:
-        if row["status"] != "ok":
+        if row["status"] != "ok" and not _host_failed(raw, row):
             console_err.print(f"[bold]{row['status']}[/] {row_label(row)}: {row['reason']}", highlight=False,
                               soft_wrap=True)
+    for host, summary in raw.get("hosts", {}).items():  # a host that failed as a whole: one line, not one per row
+        if summary["status"] == "failed":
+            console_err.print(f"[bold]failed[/] {summary['reason']}", highlight=False, soft_wrap=True)
     for row in raw["rows"]:
         if not wide and (row.get("accuracy") or {}).get("top1") is not None:  # the column is too wide for 80
             console.print(f"{row_label(row)}: top-1 {row['accuracy']['top1']:.1%} with preprocessing "
@@ -128,6 +160,10 @@ def _show(raw: dict, paths: dict, as_json: bool) -> None:
     for note in raw.get("notes", []):
         console_err.print(f"note: {note}", highlight=False, soft_wrap=True)
     console.print("results: " + ", ".join(str(p) for p in paths.values()), highlight=False, soft_wrap=True)
+
+
+def _host_failed(raw: dict, row: dict) -> bool:
+    return raw.get("hosts", {}).get(row.get("host"), {}).get("status") == "failed"
 
 
 def _compact(column: str, cell: str, wide: bool) -> str:
