@@ -19,6 +19,16 @@ from edgecnn.fileio import sha256_of
 
 KERAS_SUFFIXES = (".keras",)
 H5_SUFFIXES = (".h5", ".hdf5")
+# Layers that are the identity at inference. RandomCrop is not here: at inference it crops/resizes.
+TRAINING_ONLY_LAYERS = frozenset({
+    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "AlphaDropout", "GaussianDropout",
+    "GaussianNoise", "ActivityRegularization",
+    "RandomFlip", "RandomRotation", "RandomZoom", "RandomContrast", "RandomTranslation", "RandomBrightness",
+    "RandomHue", "RandomSaturation", "RandomSharpness", "RandomShear", "RandomGrayscale", "RandomColorJitter",
+    "RandomColorDegeneration", "RandomPosterization", "RandomInvert", "RandomErasing", "RandomGaussianBlur",
+    "RandomPerspective", "RandomElasticTransform", "AugMix", "RandAugment", "CutMix", "MixUp",
+})
+
 
 @dataclass(frozen=True)
 class LoadedModel:

@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from edgecnn.converters.keras_load import TRAINING_ONLY_LAYERS
 from edgecnn.errors import ConversionError, InputPathError, ModelLoadError, OutputPathError, first_line
 from edgecnn.fileio import atomic_path
 from edgecnn.manifest import EMBEDDED_KEY, TensorSpec
@@ -31,15 +32,6 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 DEFAULT_OPSET = 17  # per-channel QDQ needs >= 13; a runtime older than opset 17 can be given a lower --opset
 MANIFEST_KEY = EMBEDDED_KEY
-# Layers that are the identity at inference. RandomCrop is not here: at inference it crops/resizes.
-TRAINING_ONLY_LAYERS = frozenset({
-    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "AlphaDropout", "GaussianDropout",
-    "GaussianNoise", "ActivityRegularization",
-    "RandomFlip", "RandomRotation", "RandomZoom", "RandomContrast", "RandomTranslation", "RandomBrightness",
-    "RandomHue", "RandomSaturation", "RandomSharpness", "RandomShear", "RandomGrayscale", "RandomColorJitter",
-    "RandomColorDegeneration", "RandomPosterization", "RandomInvert", "RandomErasing", "RandomGaussianBlur",
-    "RandomPerspective", "RandomElasticTransform", "AugMix", "RandAugment", "CutMix", "MixUp",
-})
 
 
 def export_onnx(model: Any, out_path: Path, opset: int | None = None) -> Path:

@@ -21,7 +21,7 @@ from edgecnn.devices.live import RunOptions, run
 from edgecnn.devices.modelcheck import ModelFormat, check_model, walk_rpk
 from edgecnn.devices.runners import get_target, open_runner
 from edgecnn.devices.sources import parse_source
-from edgecnn.devices.videofile import digit_frames
+from fixtures.video import digit_frames
 from edgecnn.errors import DeviceError, ManifestError, ModelLoadError, RuntimeMissingError, UsageError
 from edgecnn.manifest import Manifest, OutputKind
 
@@ -221,16 +221,16 @@ def test_without_picamera2_the_install_line_is_given(network):
 
 def test_cli_run_on_imx500_without_tensorflow(network, device_models):
     """`edgecnn run network.rpk --device imx500 --jsonl -` in a process where TensorFlow cannot be imported."""
-    code = ("import sys; sys.path.insert(0, {here!r}); import numpy as np\n"
+    code = ("import sys; sys.path[:0] = [{here!r}, {tests!r}]; import numpy as np\n"
             "import edgecnn.devices.imx500 as imx500\n"
             "from edgecnn.manifest import Manifest\n"
-            "from edgecnn.devices.videofile import digit_frames\n"
+            "from fixtures.video import digit_frames\n"
             "from imx500_standin import StandInSensor, StandInWorld, stand_in_api\n"
             "world = StandInWorld(digit_frames(5, size=64)[0], StandInSensor({int8!r}, Manifest.read({manifest!r})))\n"
             "imx500.camera_api = lambda: stand_in_api(world)\n"
             "from edgecnn.cli import main\n"
             "sys.exit(main(['run', {rpk!r}, '--device', 'imx500', '--max-frames', '5', '--jsonl', '-', '--no-show']))\n"
-            ).format(here=str(HERE), int8=str(device_models.int8), manifest=str(device_models.manifest), rpk=str(network))
+            ).format(here=str(HERE), tests=str(HERE.parent), int8=str(device_models.int8), manifest=str(device_models.manifest), rpk=str(network))
     proc = subprocess.run([sys.executable, str(HERE / "noimport.py"), "tensorflow,keras,tf2onnx,tf_keras", "-c", code],
                           capture_output=True, text=True, timeout=240)
     assert "NOIMPORT-OK" in proc.stderr, proc.stderr[-2000:]
