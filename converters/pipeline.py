@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from edgecnn.data import Dataset, load_dataset
-from edgecnn.errors import AccuracyBudgetError, DataError, InputPathError, UsageError
+from edgecnn.errors import AccuracyBudgetError, DataError, InputPathError, PreprocessingMismatchError, UsageError
 from edgecnn.interrupts import InterruptGuard, interrupt_guard
 from edgecnn.fileio import check_writable_dir, process_alive, refuse_overwrite, sha256_of, write_text_atomic
 from edgecnn.manifest import MANIFEST_NAME, Interpolation, ArtifactEntry, ColorOrder, Manifest, OutputKind, ResizeMode
@@ -60,6 +60,7 @@ class ConvertOptions:
     opset: Optional[int] = None
     seed: int = 0
     progress: bool = True
+    strict: bool = False                     # a preprocessing mismatch is an error (exit 2), not a warning
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ def convert(model: Optional[str | Path] = None, calib: Optional[str | Path] = No
     from edgecnn.converters.keras_load import load_model  # noqa: PLC0415 - imports TensorFlow
 
     loaded = load_model(model, unsafe=options.unsafe)
-    prep, prep_notes = cal.build_preprocessing(loaded.input_shape, _prep_request(options), loaded.layer_classes)
+    prep, prep_notes = cal.build_preprocessing(loaded.input_shape, _prep_request(options), loaded.layer_classes,
+                                               loaded.keras_model)
     formats = _formats_that_apply(formats, calib, options.formats is not None)
     calib_set, val_set = _load_data(calib, val)
     calib_inputs = cal.model_inputs(calib_set, prep, loaded.input_shape, "calibration") if calib_set else None
@@ -97,12 +99,13 @@ def convert(model: Optional[str | Path] = None, calib: Optional[str | Path] = No
     if options.max_drop is not None and (verify_data is None or verify_data.labels is None):
         raise UsageError(f"--max-drop {options.max_drop:g} needs labelled data to measure accuracy",
                          "pass --val with labels (a folder with one subfolder per class, or .npz with x and y)")
+    prep_report = _check_preprocessing(loaded, prep, calib_inputs, val_inputs, (calib_set, val_set), options.strict)
     out_dir = Path(out) if out is not None else Path("edgecnn-out") / loaded.name
     targets = [out_dir / spec.file_name(loaded.name) for spec in formats] + [out_dir / MANIFEST_NAME]
     refuse_overwrite(targets, options.force)
     check_writable_dir(out_dir)
 
-    warnings = list(prep_notes)
+    warnings = list(prep_notes) + [finding.line() for finding in prep_report.warnings]
     calib_record: dict = {}
     chosen_calib = None
     if calib_inputs is not None:
@@ -111,7 +114,7 @@ def convert(model: Optional[str | Path] = None, calib: Optional[str | Path] = No
         calib_record = cal.calibration_record(chosen_calib, options.calib_method, options.seed, calib_warn)
     manifest = Manifest(model_name=loaded.name, source_sha256=loaded.sha256, input_shape=loaded.input_shape,
                         preprocessing=prep, labels=labels, output_kind=_output_kind(loaded),
-                        versions=_versions(), calibration=calib_record,
+                        versions=_versions(), calibration=calib_record, checks=prep_report.to_dict(),
                         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     manifest.validate()  # what the runners will check when they read it
     reporter = ProgressReporter(enabled=options.progress)
@@ -134,6 +137,20 @@ def convert(model: Optional[str | Path] = None, calib: Optional[str | Path] = No
                            warnings=tuple(warnings), over_budget=_over_budget(entries, options.max_drop))
     _enforce_budget(result, options.max_drop)
     return result
+
+
+def _check_preprocessing(loaded, prep, calib_inputs, val_inputs, datasets, strict: bool):
+    """Does the data, preprocessed as the manifest says, look like what the model was trained on
+    (converters/prep_check.py)? Runs before anything is calibrated or written; --strict refuses a mismatch."""
+    from edgecnn.converters.prep_check import check_preprocessing  # noqa: PLC0415
+
+    rescales_itself = any(name in cal.RESCALING_LAYERS for name in loaded.layer_classes)
+    report = check_preprocessing(loaded, prep, calib_inputs, val_inputs, rescales_itself, datasets)
+    if strict and report.mismatches:
+        first = report.mismatches[0]
+        raise PreprocessingMismatchError(first.message, (f"{first.fix}; " if first.fix else "")
+                                         + "nothing was written (--strict)")
+    return report
 
 
 def _publish(staging: Path, out_dir: Path, manifest_json: str) -> None:

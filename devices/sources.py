@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from edgecnn.data import IMAGE_SUFFIXES
+from edgecnn.data import IMAGE_SUFFIXES, image_files
 from edgecnn.errors import RuntimeMissingError, SourceError
 
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
@@ -215,8 +215,7 @@ class ImageFilesSource(FrameSource):
         if self.spec.kind == SourceKind.IMAGE:
             files = [path] if path.is_file() else []
         else:
-            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) \
-                if path.is_dir() else []
+            files = image_files(path) if path.is_dir() else []
         if not files:
             raise SourceError(f"no images at {path}", f"give a folder holding {', '.join(IMAGE_SUFFIXES)} files")
         self._files, self._next = files, 0

@@ -39,12 +39,14 @@ _FORMAT_NAMES = "tflite-fp32, tflite-fp16, tflite-dynamic, tflite-int8, onnx-fp3
               help="auto: keep the most harmful layers in float until --max-drop is met.")
 @click.option("--per-tensor", is_flag=True, help="Per-tensor instead of per-channel int8 weights.")
 @click.option("--opset", type=int, help="ONNX opset (default 17).")
+@click.option("--strict", is_flag=True, help="Fail (exit 2, nothing written) when the data does not look like what "
+              "the model was trained on (scale, range, colour order), instead of warning.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--unsafe", is_flag=True, help="Load models with Lambda layers / custom code (only trusted files).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of a table.")
 def convert_command(model: Optional[str], calib, val, out, formats, io_type, calib_method, calib_samples, labels_file,
-                    color, resize, interpolation, scale, mean, std, invert, max_drop, fallback, per_tensor, opset, force, unsafe,
-                    as_json) -> None:
+                    color, resize, interpolation, scale, mean, std, invert, max_drop, fallback, per_tensor, opset, strict, force,
+                    unsafe, as_json) -> None:
     """Convert MODEL (.keras, .h5 or SavedModel folder; default: the embedded MNIST CNN) to TFLite and ONNX,
     verify every artifact against Keras, and write manifest.json beside them."""
     from edgecnn.converters.formats import IoType  # noqa: PLC0415
@@ -56,7 +58,7 @@ def convert_command(model: Optional[str], calib, val, out, formats, io_type, cal
         labels_file=labels_file, color=ColorOrder(color) if color else None, resize=ResizeMode(resize), interpolation=Interpolation(interpolation),
         scale=_number(scale, "--scale") if scale is not None else None, mean=_numbers(mean, "--mean"),
         std=_numbers(std, "--std"), invert=invert, max_drop=max_drop, force=force, unsafe=unsafe,
-        fallback=FallbackMode(fallback), per_channel=not per_tensor, opset=opset, progress=not as_json)
+        fallback=FallbackMode(fallback), per_channel=not per_tensor, opset=opset, progress=not as_json, strict=strict)
     try:
         result = convert(model, calib=calib, val=val, out=out, options=options)
     except AccuracyBudgetError as exc:

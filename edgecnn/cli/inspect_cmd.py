@@ -23,11 +23,16 @@ from edgecnn.errors import UsageError
 @click.option("--calib-method", default="minmax", show_default=True, help="ONNX activation ranges: minmax, entropy, percentile.")
 @click.option("--out", type=click.Path(path_type=Path), help="--target edgetpu: folder for the compiler-ready model "
               "(default edgecnn-out/<model name>).")
+@click.option("--color", type=click.Choice(["rgb", "bgr", "gray"]), help="Channel order the model was trained on.")
+@click.option("--scale", help="Pixel scale, e.g. 1/255 (as convert; default from the model).")
+@click.option("--mean", help="Mean subtracted after scaling: one value or one per channel.")
+@click.option("--std", help="Std divided by after the mean: one value or one per channel.")
 @click.option("--force", is_flag=True, help="Overwrite an existing compiler-ready model.")
 @click.option("--unsafe", is_flag=True, help="Load models with Lambda layers / custom code (only trusted files).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of tables.")
 def inspect_command(model: str, calib: Optional[str], target: Optional[str], family: str, samples: int, top: int,
-                    calib_method: str, out: Optional[Path], force: bool, unsafe: bool, as_json: bool) -> None:
+                    calib_method: str, out: Optional[Path], color: Optional[str], scale: Optional[str],
+                    mean: Optional[str], std: Optional[str], force: bool, unsafe: bool, as_json: bool) -> None:
     """Per-layer int8 error of MODEL (.keras/.h5/SavedModel) on --calib, worst layers first, with a calibration
     audit; or, with --target edgetpu, the Edge TPU partition of MODEL (Keras, or a full-int8 .tflite)."""
     if samples <= 0 or top <= 0:
@@ -38,13 +43,18 @@ def inspect_command(model: str, calib: Optional[str], target: Optional[str], fam
                              "add --target edgetpu, or inspect the Keras model layer by layer")
         payload = _edgetpu(Path(model), out or Path(model).parent)
         return _emit(payload, as_json)
-    loaded, inputs, dataset_labels, prep = _load(model, calib, unsafe)
+    loaded, inputs, dataset, prep = _load(model, calib, unsafe, _prep_request(color, scale, mean, std))
     if target == "edgetpu":
         return _emit(_edgetpu_from_keras(loaded, inputs.inputs[:samples], out, force), as_json)
-    from edgecnn.converters.calib_audit import audit, expected_input_range  # noqa: PLC0415
+    from edgecnn.converters.calib_audit import audit  # noqa: PLC0415
+    from edgecnn.converters.calibration import RESCALING_LAYERS  # noqa: PLC0415
     from edgecnn.converters.inspect import Family, InspectOptions, inspect  # noqa: PLC0415
+    from edgecnn.converters.prep_check import check_preprocessing  # noqa: PLC0415
 
-    report = audit(inputs.inputs, expected_input_range(prep), dataset_labels, loaded.num_outputs, loaded.keras_model)
+    rescales_itself = any(name in RESCALING_LAYERS for name in loaded.layer_classes)
+    with console_err.status("checking the preprocessing against the model"):
+        prep_report = check_preprocessing(loaded, prep, inputs, None, rescales_itself, (dataset,))
+    report = audit(inputs.inputs, dataset.labels, loaded.num_outputs, loaded.keras_model, prep_report)
     options = InspectOptions(family=Family(family), samples=samples, top=top, calib_method=calib_method)
     with console_err.status(f"quantizing {loaded.name} to {family} int8 and comparing layer by layer"):
         result = inspect(loaded, inputs.inputs, options=options)
@@ -53,7 +63,17 @@ def inspect_command(model: str, calib: Optional[str], target: Optional[str], fam
     _emit({"inspect": replace(result, audit=report)}, as_json, top)
 
 
-def _load(model: str, calib: Optional[str], unsafe: bool) -> tuple[Any, Any, Any, Any]:
+def _prep_request(color: Optional[str], scale: Optional[str], mean: Optional[str], std: Optional[str]) -> Any:
+    from edgecnn.cli.convert_cmd import _number, _numbers  # noqa: PLC0415 - the same option syntax as convert
+    from edgecnn.converters.calibration import PrepRequest  # noqa: PLC0415
+    from edgecnn.manifest import ColorOrder  # noqa: PLC0415
+
+    return PrepRequest(color=ColorOrder(color) if color else None,
+                       scale=_number(scale, "--scale") if scale is not None else None,
+                       mean=_numbers(mean, "--mean"), std=_numbers(std, "--std"))
+
+
+def _load(model: str, calib: Optional[str], unsafe: bool, request: Any) -> tuple[Any, Any, Any, Any]:
     if not calib:
         raise UsageError("inspect needs calibration data", "pass --calib DATA (image folder, .npy/.npz, or mnist)")
     from edgecnn.converters import calibration as cal  # noqa: PLC0415
@@ -61,10 +81,10 @@ def _load(model: str, calib: Optional[str], unsafe: bool) -> tuple[Any, Any, Any
     from edgecnn.data import load_dataset  # noqa: PLC0415
 
     loaded = load_model(model, unsafe=unsafe)
-    prep, _ = cal.build_preprocessing(loaded.input_shape, cal.PrepRequest(), loaded.layer_classes)
+    prep, _ = cal.build_preprocessing(loaded.input_shape, request, loaded.layer_classes, loaded.keras_model)
     dataset = load_dataset(calib, mnist_split="train")
     inputs = cal.model_inputs(dataset, prep, loaded.input_shape, "calibration")
-    return loaded, inputs, dataset.labels, prep
+    return loaded, inputs, dataset, prep
 
 
 def _edgetpu(path: Path, out_dir: Path) -> dict[str, Any]:

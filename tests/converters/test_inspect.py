@@ -117,8 +117,9 @@ def test_cli_inspect_json_flags_raw_pixels(tmp_path, capsys, calib):
     data = json.loads(capsys.readouterr().out)["inspect"]
     assert code == 0
     assert data["samples"] == 60 and data["layers"][0]["harm_db"] <= data["layers"][-1]["harm_db"]
-    findings = {f["check"]: f["level"] for f in data["calibration_audit"]["findings"]}
-    assert findings["input-range"] == "problem"
+    findings = {f["check"]: (f["level"], f["message"]) for f in data["calibration_audit"]["findings"]}
+    assert findings["preprocessing"][0] == "problem"
+    assert "hold 0..255" in findings["preprocessing"][1] and "--scale 1" in findings["preprocessing"][1]
 
 
 def test_cli_edgetpu_from_keras_writes_the_ready_model(tmp_path, capsys, mnist_keras_path):
