@@ -28,7 +28,7 @@ import numpy as np
 from edgecnn.manifest import Preprocessing
 from edgecnn.preprocess import to_float
 
-from edgecnn.converters.bn_check import BatchNormEvidence, batchnorm_evidence, trained_batchnorm_layers
+from edgecnn.converters.bn_check import CHUNK_BYTES, BatchNormEvidence, batchnorm_evidence, trained_batchnorm_layers
 from edgecnn.converters.calibration import ModelInputs
 from edgecnn.converters.prep_candidates import (Candidate, candidates, describe, fitting, options_for,
                                                 pixels_from_arrays, range_mismatch, same, span, value_range)
@@ -76,7 +76,8 @@ class PrepReport:
     scores: tuple[CandidateScore, ...] = ()   # the given preprocessing first
     batchnorm: Optional[BatchNormEvidence] = None  # of the given preprocessing
     data: dict = field(default_factory=dict)  # which samples were looked at
-    seconds: float = 0.0
+    seconds: float = 0.0                      # wall-clock time the checks took
+    cpu_seconds: float = 0.0                  # process CPU time (all threads): comparable on a shared machine
 
     @property
     def warnings(self) -> tuple[PrepFinding, ...]:
@@ -108,7 +109,7 @@ class PrepReport:
         """JSON-able summary for the manifest's ``checks`` field (NaN written as null)."""
         from edgecnn.manifest import _to_jsonable  # noqa: PLC0415 - the one dataclass -> JSON walker
 
-        return _finite({"seconds": round(self.seconds, 3), "data": self.data,
+        return _finite({"seconds": round(self.seconds, 3), "cpu_seconds": round(self.cpu_seconds, 3), "data": self.data,
                         "batchnorm": _to_jsonable(self.batchnorm) if self.batchnorm else None,
                         "candidates": _to_jsonable(self.scores), "findings": _to_jsonable(self.findings),
                         "warnings": [f.line() for f in self.warnings], "summary": self.summary()})
@@ -143,13 +144,13 @@ def check_preprocessing(model: Any, prep: Preprocessing, calib: Optional[ModelIn
     PrepReport; warnings name the mismatch and the options that fix it. Runs the float model on at most
     PROBE_SAMPLES samples per candidate preprocessing (fewer for most: see FIRST_STAGE, bn_check).
     """
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     findings = [f for f in (array_finding(d, prep, rescales_itself) for d in (calib, val)
                             if d is not None and d.pixels is None) if f is not None]
     findings += _exif_findings(datasets)
     probe = _probe_set(calib, val)
     if probe is None:
-        return PrepReport(tuple(findings), seconds=time.perf_counter() - started)
+        return PrepReport(tuple(findings), seconds=time.perf_counter() - started, cpu_seconds=time.process_time() - cpu)
     pixels, given_prep = probe.pixels, prep
     if pixels is None:  # float arrays: the pixels they were made from, if they fit a standard range
         lo, hi = float(probe.inputs.min()), float(probe.inputs.max())
@@ -164,7 +165,8 @@ def check_preprocessing(model: Any, prep: Preprocessing, calib: Optional[ModelIn
     findings = _merge(findings, _verdict(scores, options, probe, prep, correct), probe)
     data = {"source": probe.source, "role": probe.role, "samples": len(probe),
             "labelled": correct is not None, "input": "pixels" if probe.pixels is not None else "float arrays"}
-    return PrepReport(tuple(findings), scores, evidence, data, time.perf_counter() - started)
+    return PrepReport(tuple(findings), scores, evidence, data, time.perf_counter() - started,
+                      time.process_time() - cpu)
 
 
 def _probe_set(calib: Optional[ModelInputs], val: Optional[ModelInputs]) -> Optional[ModelInputs]:
@@ -226,19 +228,22 @@ def _label_scores(model: Any, inputs_of: Callable, options: list[Candidate], lab
     if labels is None or getattr(model, "num_outputs", 0) < 2 or labels.max() >= model.num_outputs:
         return None
     first = min(len(labels), FIRST_STAGE)
-
-    def correct(name: str, count: int) -> np.ndarray:
-        return model.predict(inputs_of(name)[:count]).argmax(axis=1) == labels[:count]
-
-    results = {GIVEN: correct(GIVEN, first)}
-    for option in options:
-        results[option.name] = correct(option.name, first)
+    names = [GIVEN] + [c.name for c in options]
+    results = dict(zip(names, _correct(model, [inputs_of(name)[:first] for name in names], labels)))
     base = results[GIVEN].mean()
     promising = [name for name, hits in results.items() if name != GIVEN and hits.mean() - base >= PROMISING]
     if promising and len(labels) > first:
-        for name in [GIVEN] + promising:
-            results[name] = correct(name, len(labels))
+        more = [GIVEN] + promising
+        rest = _correct(model, [inputs_of(name)[first:] for name in more], labels[first:])
+        results.update({name: np.concatenate([results[name], hits]) for name, hits in zip(more, rest)})
     return results
+
+
+def _correct(model: Any, sets: list[np.ndarray], labels: np.ndarray) -> list[np.ndarray]:
+    """Top-1 correctness of each set (same samples, another preprocessing), all through the model together."""
+    rows = np.concatenate(sets)
+    top1 = model.predict(rows, batch_size=max(1, CHUNK_BYTES // max(rows[0].nbytes, 1))).argmax(axis=1)
+    return [hits == labels[:len(hits)] for hits in np.split(top1, np.cumsum([len(s) for s in sets])[:-1])]
 
 
 def _score_rows(options: list[Candidate], bn: dict, correct: Optional[dict]) -> tuple[CandidateScore, ...]:

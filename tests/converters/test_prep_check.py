@@ -271,3 +271,16 @@ def test_macos_metadata_files_are_skipped_by_convert_and_run_alike(tmp_path, val
     with ImageFilesSource(parse_source(str(tmp_path / "data" / "0"))) as source:
         frames = [source.read(), source.read()]
     assert frames[0] is not None and frames[1] is None
+
+
+def test_the_table_footer_says_when_verification_used_the_calibration_data(mnist_convert):
+    import dataclasses
+
+    from edgecnn.converters.summary import summary_table
+
+    held_out = summary_table(mnist_convert.manifest).caption
+    assert "validation samples" in held_out and "calibration data itself" not in held_out
+    entries = tuple(dataclasses.replace(e, verification=dataclasses.replace(e.verification, data="calibration"))
+                    for e in mnist_convert.manifest.artifacts)
+    itself = summary_table(mnist_convert.manifest.with_artifacts(entries)).caption
+    assert "the calibration data itself, no held-out set: pass --val" in itself

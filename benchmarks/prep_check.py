@@ -1,0 +1,298 @@
+"""Preprocessing checks: false warnings over models fed the right way, detections over models fed the wrong way,
+and the share of `edgecnn convert` time the checks take.
+
+Every case is a real `convert` (edgecnn.converters.pipeline.convert); the checks' own wall and CPU time come from
+the manifest (``checks.seconds``, ``checks.cpu_seconds``), the convert's from this script (perf_counter and
+process_time around the call), so both shares are measured in one run. Cases:
+
+* the demo (`edgecnn convert` with no model: the embedded MNIST CNN, calibrated and verified on MNIST);
+* every seed model (converters/zoo.py), trained briefly where the check has something to read: mnist_mlp on
+  MNIST x/255; cifar10_vgg / cifar10_cnn on RGB digits (converters/prep_models.colour_digits) at 32x32, x/255;
+  mobilenet_v2 on RGB digits at 224x224 with its documented x/127.5 - 1, BatchNormalization momentum 0.9 for
+  the brief training so its moving statistics converge (the Keras default, 0.999, needs thousands of steps);
+  dave2 (a regressor: no labels to compare) random-initialised on crops of scikit-image photographs;
+* the test suite's models with their right preprocessing: the BatchNormalization CNNs of
+  converters/prep_models.py (x/255, 0..255, x/127.5 - 1, RGB digits), the broken-by-int8 outlier CNN, a CNN
+  with a Rescaling layer trained on raw pixels, an untrained CNN with augmentation layers, and the MNIST CNN
+  exported as a SavedModel (no Keras layers: labels only);
+* mismatched on purpose (should warn): the issue's two examples and their kind.
+
+    .venv/bin/python benchmarks/prep_check.py [--skip-mobilenet] [--formats all|fast]
+
+Writes benchmarks/results/prep_check.json and .md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+RESULTS = Path(__file__).resolve().parent / "results"
+FAST = "tflite-fp32,tflite-int8"
+
+
+def _mnist():
+    from edgecnn.data import mnist_sample
+
+    return mnist_sample("train"), mnist_sample("val")
+
+
+def _npz(path: Path, images: np.ndarray, labels=None) -> Path:
+    np.savez(path, **({"x": images} if labels is None else {"x": images, "y": labels}))
+    return path
+
+
+def _resized(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    return np.stack([cv2.resize(image, size[::-1], interpolation=cv2.INTER_LINEAR) for image in images])
+
+
+def _train(model, x, y, epochs: int, batch: int = 64):
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=epochs, batch_size=batch, verbose=0)
+    return model
+
+
+def _cached(name: str, make) -> Path:
+    """A trained benchmark model, kept in the edgecnn cache (atomic write)."""
+    from edgecnn.converters.zoo import cache_dir
+    from edgecnn.fileio import atomic_path
+
+    path = cache_dir() / "bench" / f"prep-{name}.keras"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model = make()
+        with atomic_path(path) as tmp:
+            model.save(str(tmp) + ".keras")
+            os.replace(str(tmp) + ".keras", tmp)
+    return path
+
+
+def seed_cases(work: Path, skip_mobilenet: bool) -> list[dict]:
+    import keras
+
+    from edgecnn.converters.prep_models import colour_digits
+    from edgecnn.converters.zoo import build_seed, trained_mnist_cnn
+
+    train, val = _mnist()
+    cases = [{"group": "demo", "name": "demo (embedded MNIST CNN)", "model": None, "formats": None},
+             {"group": "seed", "name": "mnist_cnn", "model": trained_mnist_cnn(), "calib": "mnist", "val": "mnist"}]
+
+    def mlp():
+        keras.utils.set_random_seed(0)
+        return _train(build_seed("mnist_mlp"), train.images.reshape(len(train), -1) / 255.0, train.labels, 2)
+    cases.append({"group": "seed", "name": "mnist_mlp", "model": _cached("mnist_mlp", mlp), "calib": "mnist",
+                  "val": "mnist"})
+    rgb32 = lambda images: np.pad(colour_digits(images), ((0, 0), (2, 2), (2, 2), (0, 0)))  # noqa: E731
+    for seed in ("cifar10_vgg", "cifar10_cnn"):
+        def cifar(seed=seed):
+            keras.utils.set_random_seed(0)
+            return _train(build_seed(seed), rgb32(train.images[:2000]) / 255.0, train.labels[:2000], 1)
+        cases.append({"group": "seed", "name": seed, "model": _cached(seed, cifar),
+                      "calib": _npz(work / f"{seed}_calib.npz", rgb32(train.images[:300]), train.labels[:300]),
+                      "val": _npz(work / f"{seed}_val.npz", rgb32(val.images[:300]), val.labels[:300])})
+    keras.utils.set_random_seed(0)
+    dave = work / "dave2.keras"
+    build_seed("dave2").save(dave)
+    cases.append({"group": "seed", "name": "dave2 (random weights)", "model": dave,
+                  "calib": _npz(work / "dave2_calib.npz", photo_crops((66, 200), 100))})
+    if not skip_mobilenet:
+        def mobilenet():
+            keras.utils.set_random_seed(0)
+            model = build_seed("mobilenet_v2")
+            for layer in model.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.momentum = 0.9
+            x = _resized(colour_digits(train.images[:640]), (224, 224)) / 127.5 - 1.0
+            return _train(model, x.astype(np.float32), train.labels[:640], 1, batch=16)
+        cases.append({"group": "seed", "name": "mobilenet_v2 (x/127.5 - 1, its documented default)",
+                      "model": _cached("mobilenet_v2-e1", mobilenet),
+                      "calib": _npz(work / "mb_calib.npz", _resized(colour_digits(train.images[:200]), (224, 224))),
+                      "val": _npz(work / "mb_val.npz", _resized(colour_digits(val.images[:200]), (224, 224)),
+                                  val.labels[:200])})
+    return cases
+
+
+def photo_crops(size: tuple[int, int], count: int) -> np.ndarray:
+    """``count`` random crops of scikit-image's colour photographs, resized to ``size`` (uint8 RGB)."""
+    from skimage import data
+
+    photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
+    rng = np.random.default_rng(0)
+    crops = []
+    for index in range(count):
+        photo = photos[index % len(photos)]
+        h, w = photo.shape[:2]
+        ch, cw = rng.integers(h // 3, h), rng.integers(w // 3, w)
+        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        crops.append(_resized(photo[None, y:y + ch, x:x + cw], size)[0])
+    return np.stack(crops)
+
+
+def suite_cases(work: Path) -> list[dict]:
+    import keras
+
+    from edgecnn.converters.broken_model import trained_outlier_cnn
+    from edgecnn.converters.prep_models import colour_digits, trained_prep_model
+    from edgecnn.converters.zoo import trained_mnist_cnn
+
+    train, val = _mnist()
+    digits = _npz(work / "digits.npz", val.images[:300], val.labels[:300])
+    colour = _npz(work / "colour.npz", colour_digits(val.images[:300]), val.labels[:300])
+    cases = [{"group": "tests", "name": "BN CNN, x/255", "model": trained_prep_model("unit"), "calib": digits},
+             {"group": "tests", "name": "BN CNN, 0..255", "model": trained_prep_model("raw"), "calib": digits,
+              "options": {"scale": 1.0}},
+             {"group": "tests", "name": "BN CNN, x/127.5 - 1", "model": trained_prep_model("signed"), "calib": digits,
+              "options": {"scale": 1 / 127.5, "mean": (1.0,)}},
+             {"group": "tests", "name": "BN CNN, RGB digits", "model": trained_prep_model("colour"), "calib": colour},
+             {"group": "tests", "name": "outlier CNN (inspect, fallback)", "model": trained_outlier_cnn(),
+              "calib": "mnist", "val": "mnist"}]
+
+    def rescaling():
+        keras.utils.set_random_seed(3)
+        layers = keras.layers
+        model = keras.Sequential([keras.Input((28, 28, 1)), layers.Rescaling(1 / 255), layers.Conv2D(8, 3, activation="relu"),
+                                  layers.MaxPooling2D(2), layers.Flatten(), layers.Dense(10, activation="softmax")])
+        return _train(model, train.images.astype("float32"), train.labels, 1)
+    cases.append({"group": "tests", "name": "Rescaling layer, trained on 0..255", "model": _cached("rescaling", rescaling),
+                  "calib": digits})
+    keras.utils.set_random_seed(1)
+    layers = keras.layers
+    augmented = keras.Sequential([keras.Input((28, 28, 1)), layers.RandomFlip("horizontal"), layers.RandomRotation(0.2),
+                                  layers.Conv2D(8, 3, activation="relu"), layers.MaxPooling2D(2), layers.Dropout(0.3),
+                                  layers.Flatten(), layers.Dense(10, activation="softmax")])
+    augmented.save(work / "augmented.keras")
+    cases.append({"group": "tests", "name": "untrained CNN with augmentation", "model": work / "augmented.keras",
+                  "calib": digits})
+    saved = work / "mnist_savedmodel"
+    keras.models.load_model(trained_mnist_cnn()).export(str(saved), format="tf_saved_model", verbose=False)
+    cases.append({"group": "tests", "name": "MNIST CNN as a SavedModel", "model": saved, "calib": digits})
+    return cases
+
+
+def mismatch_cases(work: Path) -> list[dict]:
+    from edgecnn.converters.prep_models import colour_digits, trained_prep_model
+    from edgecnn.converters.zoo import trained_mnist_cnn
+
+    _, val = _mnist()
+    flat = work / "flat"
+    labelled = _npz(work / "labelled.npz", val.images[:300], val.labels[:300])
+    unlabelled = _npz(work / "unlabelled.npz", val.images[:300])
+    floats = _npz(work / "floats255.npz", val.images[:300].astype(np.float32))
+    flat.mkdir(exist_ok=True)
+    return [
+        {"group": "mismatch", "name": "issue 1: x/255 CNN, float .npz holding 0..255", "model": trained_mnist_cnn(),
+         "calib": floats},
+        {"group": "mismatch", "name": "issue 2: 0..255 BN CNN at 1/255, labelled", "model": trained_prep_model("raw"),
+         "calib": labelled},
+        {"group": "mismatch", "name": "issue 2: 0..255 BN CNN at 1/255, no labels", "model": trained_prep_model("raw"),
+         "calib": unlabelled},
+        {"group": "mismatch", "name": "x/127.5 - 1 BN CNN at 1/255, no labels", "model": trained_prep_model("signed"),
+         "calib": unlabelled},
+        {"group": "mismatch", "name": "RGB BN CNN fed BGR, labelled", "model": trained_prep_model("colour"),
+         "calib": _npz(work / "colour.npz", colour_digits(val.images[:300]), val.labels[:300]),
+         "options": {"color": "bgr"}},
+    ]
+
+
+def run_case(case: dict, work: Path, formats: str) -> dict:
+    from edgecnn.converters.pipeline import ConvertOptions, convert
+    from edgecnn.manifest import ColorOrder
+
+    extra = dict(case.get("options", {}))
+    if "color" in extra:
+        extra["color"] = ColorOrder(extra["color"])
+    options = ConvertOptions(formats=case.get("formats", formats), progress=False, force=True, **extra)
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = convert(case["model"], calib=case.get("calib"), val=case.get("val"), out=work / "out" / _slug(case["name"]),
+                     options=options)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    checks = result.manifest.checks
+    mismatches = [w for w in checks["warnings"] if "EXIF orientation" not in w]
+    return {"group": case["group"], "name": case["name"], "formats": len(result.manifest.artifacts),
+            "convert_s": round(wall, 2), "convert_cpu_s": round(cpu, 2), "check_s": checks["seconds"],
+            "check_cpu_s": checks["cpu_seconds"], "share_wall": round(checks["seconds"] / wall, 4),
+            "share_cpu": round(checks["cpu_seconds"] / cpu, 4) if cpu > 0 else None,
+            "labelled": checks.get("data", {}).get("labelled"), "warnings": mismatches, "summary": checks["summary"],
+            "batchnorm_layers": len((checks.get("batchnorm") or {}).get("layers") or [])}
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name)[:40]
+
+
+def markdown(out: dict) -> str:
+    meta, rows = out["meta"], out["rows"]
+    right = [r for r in rows if r["group"] != "mismatch"]
+    wrong = [r for r in rows if r["group"] == "mismatch"]
+    lines = ["# Preprocessing checks: false warnings, detections, time", "",
+             f"Measured {meta['date']} on {meta['machine']}; 1-minute load average {meta['load_before']} before, "
+             f"{meta['load_after']} after (the machine is shared: the CPU-time share is the figure to read). "
+             f"Command: `{meta['command']}`.", "",
+             f"**False warnings: {sum(len(r['warnings']) for r in right)} over {len(right)} models fed the right way** "
+             f"(demo, seeds, test-suite models). **Detections: {sum(1 for r in wrong if r['warnings'])} of "
+             f"{len(wrong)}** mismatched on purpose.", "",
+             f"Share of convert time taken by the checks: median {meta['median_share_cpu'] * 100:.1f} % CPU "
+             f"({meta['median_share_wall'] * 100:.1f} % wall), largest {meta['max_share_cpu'] * 100:.1f} % CPU; "
+             f"demo {meta['demo_share_cpu'] * 100:.1f} % CPU.", "",
+             "| group | model | formats | BN layers read | labels | convert s (CPU s) | checks s (CPU s) | share CPU | warnings |",
+             "|---|---|---:|---:|---|---:|---:|---:|---|"]
+    for r in rows:
+        warned = "; ".join(r["warnings"]) or "none"
+        lines.append(f"| {r['group']} | {r['name']} | {r['formats']} | {r['batchnorm_layers']} | "
+                     f"{'yes' if r['labelled'] else 'no'} | {r['convert_s']} ({r['convert_cpu_s']}) | "
+                     f"{r['check_s']} ({r['check_cpu_s']}) | {r['share_cpu'] * 100:.1f} % | {warned} |")
+    lines += ["", "What each right-way case's check concluded (`checks.summary` in its manifest):", ""]
+    lines += [f"- {r['name']}: {r['summary']}" for r in right]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-mobilenet", action="store_true", help="leave out MobileNetV2 (minutes on 2 cores)")
+    parser.add_argument("--formats", choices=("all", "fast"), default="all",
+                        help=f"all: every format (the demo always); fast: {FAST}")
+    args = parser.parse_args(argv)
+    formats = None if args.formats == "all" else FAST
+    load_before = round(os.getloadavg()[0], 2)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="edgecnn-prepcheck-") as tmp:
+        work = Path(tmp)
+        wrong = mismatch_cases(work)
+        cases = seed_cases(work, args.skip_mobilenet) + suite_cases(work) + wrong
+        for case in cases:
+            rows.append(run_case(case, work, formats))
+            print(f"{rows[-1]['name']}: {rows[-1]['share_cpu'] * 100:.1f} % CPU, warnings {rows[-1]['warnings']}",
+                  flush=True)
+    shares = [r["share_cpu"] for r in rows if r["share_cpu"] is not None]
+    command = "python benchmarks/prep_check.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    out = {"meta": {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                    "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+                    "command": command.strip(), "load_before": load_before, "load_after": round(os.getloadavg()[0], 2),
+                    "median_share_cpu": float(np.median(shares)),
+                    "median_share_wall": float(np.median([r["share_wall"] for r in rows])),
+                    "max_share_cpu": float(max(shares)),
+                    "demo_share_cpu": next(r["share_cpu"] for r in rows if r["group"] == "demo"),
+                    "false_warnings": sum(len(r["warnings"]) for r in rows if r["group"] != "mismatch"),
+                    "detected": sum(1 for r in rows if r["group"] == "mismatch" and r["warnings"])},
+           "rows": rows}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "prep_check.json").write_text(json.dumps(out, indent=2) + "\n")
+    (RESULTS / "prep_check.md").write_text(markdown(out))
+    print(markdown(out))
+    return 0 if out["meta"]["false_warnings"] == 0 and out["meta"]["detected"] == len(wrong) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
