@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 
 from edgecnn.manifest import ColorOrder, Preprocessing
-from edgecnn.preprocess import _float_table
+from edgecnn.preprocess import _float_table, to_float
 
 from edgecnn.converters.known_models import CAFFE_MODE, TF_MODE, TORCH_MODE, cli_options
 
@@ -26,6 +26,22 @@ class Candidate:
     name: str            # how the preprocessing reads: "x/255 (0..1)"
     prep: Preprocessing
     options: str         # the convert options that give it
+
+
+class CandidateInputs:
+    """uint8 pixels (N, H, W, C) as float32 model input under one candidate, made slice by slice (``[a:b]``);
+    ``swap``: the candidate's colour order is the reverse of the pixels'."""
+
+    def __init__(self, pixels: np.ndarray, prep: Preprocessing, shape: tuple[int, ...], swap: bool) -> None:
+        self.pixels, self.prep, self.shape, self.swap = pixels, prep, shape, swap
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, part: slice) -> np.ndarray:
+        pixels = self.pixels[part]
+        pixels = np.ascontiguousarray(pixels[..., ::-1]) if self.swap else pixels
+        return to_float(pixels, self.prep).reshape(len(pixels), *self.shape).astype(np.float32)
 
 
 # -- candidates ------------------------------------------------------------------------------------

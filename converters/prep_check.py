@@ -26,15 +26,16 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from edgecnn.manifest import Preprocessing
-from edgecnn.preprocess import to_float
 
-from edgecnn.converters.bn_check import CHUNK_BYTES, BatchNormEvidence, batchnorm_evidence, trained_batchnorm_layers
+from edgecnn.converters.bn_check import (BatchNormEvidence, batchnorm_evidence, packed_chunks,
+                                         trained_batchnorm_layers)
 from edgecnn.converters.calibration import ModelInputs
-from edgecnn.converters.prep_candidates import (Candidate, candidates, describe, fitting, options_for,
-                                                pixels_from_arrays, range_mismatch, same, span, value_range)
+from edgecnn.converters.prep_candidates import (Candidate, CandidateInputs, candidates, describe, fitting,
+                                                options_for, pixels_from_arrays, range_mismatch, same, span,
+                                                value_range)
 
 PROBE_SAMPLES = 256   # samples the checks look at (seeded subset): cheap beside calibration and verification
-FIRST_STAGE = 64      # every candidate's top-1 is measured on these; promising ones on all PROBE_SAMPLES
+FIRST_STAGE = 32      # every candidate's top-1 is measured on these; promising ones on all PROBE_SAMPLES
 MIN_GAIN = 0.10       # top-1 a candidate must gain to be named
 PROMISING = 0.05      # top-1 gain on the first stage worth measuring further
 Z_MIN = 3.0           # paired sign test: (wins - losses) / sqrt(wins + losses)
@@ -159,7 +160,9 @@ def check_preprocessing(model: Any, prep: Preprocessing, calib: Optional[ModelIn
     options = _options(prep, given_prep) if pixels is not None else []
     inputs_of = _inputs_cache(probe, pixels, given_prep, options)
     evidence, bn_scores = _batchnorm_scores(model, inputs_of, options)
-    correct = _label_scores(model, inputs_of, options, probe.labels)
+    favoured = [c.name for c in options if better_by_batchnorm(bn_scores.get(c.name), bn_scores.get(GIVEN))]
+    kept = [c for c in options if not _ruled_out(bn_scores, c.name)]
+    correct = _label_scores(model, inputs_of, kept, probe.labels, favoured)
     scores = _score_rows(options, bn_scores, correct)
     findings = _refine_array_fixes(findings, scores, probe, prep, given_prep, correct)
     findings = _merge(findings, _verdict(scores, options, probe, prep, correct), probe)
@@ -193,19 +196,14 @@ def _options(prep: Preprocessing, given_prep: Preprocessing) -> list[Candidate]:
 
 def _inputs_cache(probe: ModelInputs, pixels: Optional[np.ndarray], pixel_prep: Optional[Preprocessing],
                   options: list[Candidate]) -> Callable:
-    """name -> float32 model input of the probe samples under that candidate (made once, when first asked).
+    """name -> the probe samples' float32 model input under that candidate (sliceable, made on demand).
     ``pixels`` are in ``pixel_prep``'s colour order (the model's, as preprocessing left them)."""
-    made: dict[str, np.ndarray] = {GIVEN: probe.inputs}
-    shape = probe.inputs.shape[1:]
-
-    def inputs_of(name: str) -> np.ndarray:
-        if name not in made:
-            prep = next(c.prep for c in options if c.name == name)
-            swapped = prep.channels == 3 and prep.color != pixel_prep.color
-            source = pixels[..., ::-1] if swapped else pixels
-            made[name] = to_float(np.ascontiguousarray(source), prep).reshape(len(pixels), *shape).astype(np.float32)
-        return made[name]
-    return inputs_of
+    shape = tuple(probe.inputs.shape[1:])
+    made: dict[str, Any] = {GIVEN: probe.inputs}
+    for option in options:
+        swap = option.prep.channels == 3 and option.prep.color != pixel_prep.color
+        made[option.name] = CandidateInputs(pixels, option.prep, shape, swap)
+    return made.__getitem__
 
 
 def _batchnorm_scores(model: Any, inputs_of: Callable, options: list[Candidate]):
@@ -223,27 +221,55 @@ def _batchnorm_scores(model: Any, inputs_of: Callable, options: list[Candidate])
     return evidence[0], {name: e.score for name, e in zip(names, evidence)}
 
 
-def _label_scores(model: Any, inputs_of: Callable, options: list[Candidate], labels: Optional[np.ndarray]):
-    """name -> per-sample top-1 correctness (bool array); promising candidates measured on more samples."""
+def _ruled_out(bn: dict, name: str) -> bool:
+    """A candidate BatchNormalization statistics make implausible (4x the given divergence, and large): not
+    worth a forward pass of the whole model with labels."""
+    return better_by_batchnorm(bn.get(GIVEN), bn.get(name))
+
+
+def _label_scores(model: Any, inputs_of: Callable, options: list[Candidate], labels: Optional[np.ndarray],
+                  favoured: list[str]):
+    """name -> per-sample top-1 correctness (bool array). Every candidate is measured on FIRST_STAGE samples;
+    the promising ones, and those BatchNormalization statistics favour, on all the probe samples."""
     if labels is None or getattr(model, "num_outputs", 0) < 2 or labels.max() >= model.num_outputs:
         return None
     first = min(len(labels), FIRST_STAGE)
     names = [GIVEN] + [c.name for c in options]
-    results = dict(zip(names, _correct(model, [inputs_of(name)[:first] for name in names], labels)))
+    results = dict(zip(names, _correct(model, [inputs_of(name) for name in names], labels, 0, first)))
     base = results[GIVEN].mean()
-    promising = [name for name, hits in results.items() if name != GIVEN and hits.mean() - base >= PROMISING]
+    promising = [name for name, hits in results.items()
+                 if name != GIVEN and (hits.mean() - base >= PROMISING or name in favoured)]
     if promising and len(labels) > first:
         more = [GIVEN] + promising
-        rest = _correct(model, [inputs_of(name)[first:] for name in more], labels[first:])
+        rest = _correct(model, [inputs_of(name) for name in more], labels, first, len(labels))
         results.update({name: np.concatenate([results[name], hits]) for name, hits in zip(more, rest)})
     return results
 
 
-def _correct(model: Any, sets: list[np.ndarray], labels: np.ndarray) -> list[np.ndarray]:
-    """Top-1 correctness of each set (same samples, another preprocessing), all through the model together."""
-    rows = np.concatenate(sets)
-    top1 = model.predict(rows, batch_size=max(1, CHUNK_BYTES // max(rows[0].nbytes, 1))).argmax(axis=1)
-    return [hits == labels[:len(hits)] for hits in np.split(top1, np.cumsum([len(s) for s in sets])[:-1])]
+def _correct(model: Any, sets: list[Any], labels: np.ndarray, start: int, stop: int) -> list[np.ndarray]:
+    """Top-1 correctness on samples start..stop of each set (the same samples under another preprocessing),
+    all sets through the model together in batches of at most CHUNK_BYTES."""
+    top1: list[list[np.ndarray]] = [[] for _ in sets]
+    window = [_Window(s, start, stop) for s in sets]
+    for owner, rows in packed_chunks(window, [len(w) for w in window]):
+        predicted = model.predict(rows, batch_size=len(rows)).argmax(axis=1)
+        for index in np.unique(owner):
+            top1[index].append(predicted[owner == index])
+    return [np.concatenate(parts) == labels[start:stop] for parts in top1]
+
+
+class _Window:
+    """Rows start..stop of a sliceable set."""
+
+    def __init__(self, source: Any, start: int, stop: int) -> None:
+        self.source, self.start, self.stop = source, start, min(stop, len(source))
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, part: slice) -> np.ndarray:
+        begin, end, _ = part.indices(len(self))
+        return self.source[self.start + begin:self.start + end]
 
 
 def _score_rows(options: list[Candidate], bn: dict, correct: Optional[dict]) -> tuple[CandidateScore, ...]:
@@ -277,7 +303,8 @@ def _verdict(scores: tuple[CandidateScore, ...], options: list[Candidate], probe
              correct: Optional[dict]) -> list[PrepFinding]:
     """At most one finding: the candidate labels show clearly better, else the one BatchNormalization does."""
     given = scores[0]
-    by_labels = [s for s in scores[1:] if correct and better_by_labels(correct[s.name], correct[GIVEN])]
+    by_labels = [s for s in scores[1:] if correct and s.name in correct
+                 and better_by_labels(correct[s.name], correct[GIVEN])]
     by_bn = [s for s in scores[1:] if better_by_batchnorm(s.batchnorm, given.batchnorm)]
     what = describe(prep) if probe.pixels is not None else f"the {probe.role} arrays as given"
     if by_labels:
@@ -292,7 +319,7 @@ def _verdict(scores: tuple[CandidateScore, ...], options: list[Candidate], probe
     message = (f"preprocessing mismatch: the first BatchNormalization layers see inputs far from their training "
                f"statistics with {what} (divergence {given.batchnorm:.3g}) and close to them with {best.name} "
                f"({best.batchnorm:.3g})")
-    if correct is not None:  # labels do not show it clearly: they must at least lean the same way
+    if correct is not None and best.name in correct:  # labels do not show it clearly: they must lean the same way
         wins, losses = _wins_losses(correct[best.name], correct[GIVEN])
         if wins <= losses:
             return [PrepFinding("batchnorm", Severity.INFO, message + ", but labelled top-1 does not confirm it")]
@@ -327,7 +354,7 @@ def _refine_array_fixes(findings: list[PrepFinding], scores: tuple[CandidateScor
         return findings
     given = scores[0]
     arrays_right = better_by_batchnorm(given.batchnorm, manifest.batchnorm) or (
-        correct is not None and better_by_labels(correct[GIVEN], correct[manifest.name]))
+        correct is not None and manifest.name in correct and better_by_labels(correct[GIVEN], correct[manifest.name]))
     if not arrays_right:
         return findings
     fix = f"the model looks trained on {span(*value_range(given_prep))}: pass {options_for(given_prep, prep)}"
