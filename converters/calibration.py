@@ -14,7 +14,7 @@ import numpy as np
 
 from edgecnn.data import Dataset
 from edgecnn.errors import DataError, UsageError
-from edgecnn.manifest import Interpolation, ColorOrder, Preprocessing, ResizeMode
+from edgecnn.manifest import ColorOrder, Interpolation, Layout, Preprocessing, ResizeMode
 from edgecnn.preprocess import prepare_batch, to_float
 
 from edgecnn.converters.known_models import recognise
@@ -59,7 +59,7 @@ def build_preprocessing(input_shape: tuple[int, ...], request: PrepRequest, laye
     keras.applications gets its family's documented preprocessing (converters/known_models.py) for what
     the request leaves open.
     """
-    height, width, channels, flatten = _geometry(input_shape, request.color)
+    height, width, channels, layout = _geometry(input_shape, request.color)
     notes: list[str] = []
     in_model = [name for name in layer_classes if name in RESCALING_LAYERS]
     known = None if in_model or channels != 3 else recognise(model)
@@ -80,7 +80,7 @@ def build_preprocessing(input_shape: tuple[int, ...], request: PrepRequest, laye
     prep = Preprocessing(height=height, width=width, color=color, resize=request.resize,
                          interpolation=request.interpolation,
                          scale=scale if request.scale is None else float(request.scale),
-                         mean=request.mean or mean, std=request.std or std, invert=request.invert, flatten=flatten)
+                         mean=request.mean or mean, std=request.std or std, invert=request.invert, layout=layout)
     try:
         prep.validate()
     except Exception as exc:  # ManifestError: present it as a usage problem of the options
@@ -88,12 +88,19 @@ def build_preprocessing(input_shape: tuple[int, ...], request: PrepRequest, laye
     return prep, tuple(notes)
 
 
-def _geometry(input_shape: tuple[int, ...], color: Optional[ColorOrder]) -> tuple[int, int, int, bool]:
+def _geometry(input_shape: tuple[int, ...], color: Optional[ColorOrder]) -> tuple[int, int, int, Layout]:
+    """(height, width, channels, layout) of an image model input (without the batch axis)."""
     if len(input_shape) == 3 and input_shape[2] in (1, 3):
-        return input_shape[0], input_shape[1], input_shape[2], False
-    if len(input_shape) == 2:  # (H, W): the manifest describes images with a channel axis or flat vectors
-        raise UsageError(f"model input shape {input_shape} has no channel axis",
-                         "give the model an (H, W, 1) input (keras.Input((H, W, 1))) or a flat (H*W,) one")
+        return input_shape[0], input_shape[1], input_shape[2], Layout.NHWC
+    if len(input_shape) == 3 and input_shape[0] in (1, 3) and min(input_shape[1:]) > 4:
+        raise UsageError(f"model input shape {input_shape} is channels_first (C, H, W)",
+                         "rebuild the model channels_last (keras.config.set_image_data_format('channels_last'), "
+                         "Input((H, W, C))) and copy the weights, then convert it")
+    if len(input_shape) == 2:  # (H, W): a grey image without a channel axis (Input((28, 28)) -> Flatten)
+        if color in (ColorOrder.RGB, ColorOrder.BGR):
+            raise UsageError(f"model input shape {input_shape} has no channel axis: it takes grey images",
+                             "leave --color out (or pass --color gray)")
+        return input_shape[0], input_shape[1], 1, Layout.HW
     if len(input_shape) == 1:  # a flat vector: a square grey (or colour) image flattened
         size = input_shape[0]
         channels = 3 if color in (ColorOrder.RGB, ColorOrder.BGR) else 1
@@ -101,9 +108,9 @@ def _geometry(input_shape: tuple[int, ...], color: Optional[ColorOrder]) -> tupl
             channels = 3
         side = math.isqrt(size // channels)
         if side * side * channels == size:
-            return side, side, channels, True
-    raise UsageError(f"model input shape {input_shape} is not an image (H, W, 1|3) or a flattened square image",
-                     "edgecnn converts image classifiers")
+            return side, side, channels, Layout.FLAT
+    raise UsageError(f"model input shape {input_shape} is not an image (H, W, 1|3), (H, W) or a flattened square "
+                     "image", "edgecnn converts image classifiers")
 
 
 def model_inputs(dataset: Dataset, prep: Preprocessing, input_shape: tuple[int, ...], role: str) -> ModelInputs:
