@@ -77,13 +77,18 @@ def span(lo: float, hi: float) -> str:
 
 
 def candidates(prep: Preprocessing) -> tuple[Candidate, ...]:
-    """The standard preprocessings (keras.applications' three modes, x/255, x) and the given one with its
-    colours swapped, in ``prep``'s geometry; each distinct from ``prep`` and from each other."""
+    """The standard preprocessings (keras.applications' three modes, x/255, x; for colour inputs the plain
+    scales in both colour orders) and the given one with its colours swapped, in ``prep``'s geometry; each
+    distinct from ``prep`` and from each other."""
     grey = prep.channels == 1
     swap = ColorOrder.RGB if prep.color == ColorOrder.BGR else ColorOrder.BGR
-    made = [replace(prep, scale=1 / 255, mean=(0.0,), std=(1.0,)), replace(prep, scale=1.0, mean=(0.0,), std=(1.0,)),
-            replace(prep, scale=TF_MODE.scale, mean=TF_MODE.mean, std=(1.0,))]
+    scales = [dict(scale=1 / 255, mean=(0.0,), std=(1.0,)), dict(scale=1.0, mean=(0.0,), std=(1.0,)),
+              dict(scale=TF_MODE.scale, mean=TF_MODE.mean, std=(1.0,))]
+    made = [replace(prep, **scale) for scale in scales]
     if not grey:
+        # Each plain scale in the other colour order too: a caffe-mode (BGR) default, or a --color bgr given
+        # by mistake, may hide a model trained on x/255 RGB, and one trained on cv2.imread frames is BGR.
+        made += [replace(prep, **scale, color=swap) for scale in scales]
         made += [replace(prep, scale=TORCH_MODE.scale, mean=TORCH_MODE.mean, std=TORCH_MODE.std, color=ColorOrder.RGB),
                  replace(prep, scale=CAFFE_MODE.scale, mean=CAFFE_MODE.mean, std=(1.0,), color=ColorOrder.BGR),
                  replace(prep, color=swap)]
