@@ -84,7 +84,7 @@ def _cached(name: str, make) -> Path:
 def seed_cases(work: Path, skip_mobilenet: bool) -> list[dict]:
     import keras
 
-    from edgecnn.converters.prep_models import colour_digits
+    from edgecnn.converters.prep_models import colour_digits, photo_crops
     from edgecnn.converters.zoo import build_seed, trained_mnist_cnn
 
     train, val = _mnist()
@@ -126,22 +126,6 @@ def seed_cases(work: Path, skip_mobilenet: bool) -> list[dict]:
     return cases
 
 
-def photo_crops(size: tuple[int, int], count: int) -> np.ndarray:
-    """``count`` random crops of scikit-image's colour photographs, resized to ``size`` (uint8 RGB)."""
-    from skimage import data
-
-    photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
-    rng = np.random.default_rng(0)
-    crops = []
-    for index in range(count):
-        photo = photos[index % len(photos)]
-        h, w = photo.shape[:2]
-        ch, cw = rng.integers(h // 3, h), rng.integers(w // 3, w)
-        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-        crops.append(_resized(photo[None, y:y + ch, x:x + cw], size)[0])
-    return np.stack(crops)
-
-
 def suite_cases(work: Path) -> list[dict]:
     import keras
 
@@ -158,6 +142,10 @@ def suite_cases(work: Path) -> list[dict]:
              {"group": "tests", "name": "BN CNN, x/127.5 - 1", "model": trained_prep_model("signed"), "calib": digits,
               "options": {"scale": 1 / 127.5, "mean": (1.0,)}},
              {"group": "tests", "name": "BN CNN, RGB digits", "model": trained_prep_model("colour"), "calib": colour},
+             {"group": "tests", "name": "BN CNN, RGB digits, ImageNet mean/std", "model": trained_prep_model("torch"),
+              "calib": colour, "options": _options("torch")},
+             {"group": "tests", "name": "BN CNN, RGB digits, caffe (BGR - ImageNet mean)",
+              "model": trained_prep_model("caffe"), "calib": colour, "options": _options("caffe")},
              {"group": "tests", "name": "outlier CNN (inspect, fallback)", "model": trained_outlier_cnn(),
               "calib": "mnist", "val": "mnist"}]
 
@@ -192,6 +180,8 @@ def mismatch_cases(work: Path) -> list[dict]:
     labelled = _npz(work / "labelled.npz", val.images[:300], val.labels[:300])
     unlabelled = _npz(work / "unlabelled.npz", val.images[:300])
     floats = _npz(work / "floats255.npz", val.images[:300].astype(np.float32))
+    colour = _npz(work / "colour.npz", colour_digits(val.images[:300]), val.labels[:300])
+    colour_flat = _npz(work / "colour_flat.npz", colour_digits(val.images[:300]))
     flat.mkdir(exist_ok=True)
     return [
         {"group": "mismatch", "name": "issue 1: x/255 CNN, float .npz holding 0..255", "model": trained_mnist_cnn(),
@@ -203,9 +193,20 @@ def mismatch_cases(work: Path) -> list[dict]:
         {"group": "mismatch", "name": "x/127.5 - 1 BN CNN at 1/255, no labels", "model": trained_prep_model("signed"),
          "calib": unlabelled},
         {"group": "mismatch", "name": "RGB BN CNN fed BGR, labelled", "model": trained_prep_model("colour"),
-         "calib": _npz(work / "colour.npz", colour_digits(val.images[:300]), val.labels[:300]),
-         "options": {"color": "bgr"}},
+         "calib": colour, "options": {"color": "bgr"}},
+        {"group": "mismatch", "name": "ImageNet mean/std BN CNN at 1/255, no labels", "model": trained_prep_model("torch"),
+         "calib": colour_flat},
+        {"group": "mismatch", "name": "caffe BN CNN at 1/255 RGB, labelled", "model": trained_prep_model("caffe"),
+         "calib": colour},
     ]
+
+
+def _options(kind: str) -> dict:
+    """ConvertOptions fields that give a prep_models kind's training preprocessing."""
+    from edgecnn.converters.prep_models import preprocessing
+
+    prep = preprocessing(kind)
+    return {"scale": prep.scale, "mean": tuple(prep.mean), "std": tuple(prep.std), "color": prep.color.value}
 
 
 def all_cases(work: Path, skip_mobilenet: bool) -> list[dict]:
@@ -265,61 +266,81 @@ def markdown(out: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def documented_mode(constructor: str) -> str:
-    """keras.applications' own preprocess_input for a constructor: its imagenet_utils mode, or "built in"
-    (the model carries its own Rescaling/Normalization layers and takes 0..255 pixels)."""
-    if constructor.startswith(("ConvNeXt", "EfficientNet", "MobileNetV3")):
-        return "built in"
-    if constructor.startswith("ResNet"):
-        return "tf" if constructor.endswith("V2") else "caffe"
-    if constructor.startswith("VGG"):
-        return "caffe"
-    if constructor.startswith("DenseNet"):
-        return "torch"
-    return "tf"  # MobileNet, MobileNetV2, InceptionV3, InceptionResNetV2, Xception, NASNet
-
-
 def families() -> dict:
-    """Each keras.applications constructor (weights=None, small input, nested in a Sequential as when
-    fine-tuning): what build_preprocessing chooses by default, and whether it is the documented one."""
+    """Each keras.applications constructor (weights=None, nested in a Sequential as when fine-tuning): what
+    build_preprocessing chooses by default and whether it is the documented one; then, with every
+    BatchNormalization layer's statistics fitted to photographs preprocessed the documented way (as training on
+    them leaves the statistics, prep_models.fit_batchnorm), the label-free check on other photographs fed the
+    default (must not warn) and fed x/255 RGB (must name the documented options where it differs)."""
     import keras
 
-    from edgecnn.converters.calibration import PrepRequest, build_preprocessing
-    from edgecnn.converters.known_models import CAFFE_MODE, TF_MODE, TORCH_MODE, recognise
-    from edgecnn.converters.prep_candidates import describe
+    from edgecnn.converters.calibration import PrepRequest, build_preprocessing, model_inputs
+    from edgecnn.converters.keras_load import LoadedModel
+    from edgecnn.converters.known_models import recognise
+    from edgecnn.converters.prep_candidates import describe, options_for, same
+    from edgecnn.converters.prep_check import check_preprocessing
+    from edgecnn.converters.prep_models import (documented_mode, documented_preprocessing, family_model,
+                                                family_size, fit_batchnorm, photo_crops)
+    from edgecnn.data import Dataset
+    from edgecnn.manifest import ColorOrder, Preprocessing
+    from edgecnn.preprocess import prepare_batch, to_float
 
-    modes = {"tf": TF_MODE, "torch": TORCH_MODE, "caffe": CAFFE_MODE}
     rows = []
     for name in sorted(n for n in dir(keras.applications) if n[0].isupper()):
-        size = {"InceptionV3": 75, "InceptionResNetV2": 75, "Xception": 71}.get(name, 32)
-        base = getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3), include_top=False)
-        model = keras.Sequential([keras.Input((size, size, 3)), base, keras.layers.GlobalAveragePooling2D()])
+        size = family_size(name)
+        model = family_model(name)
+        base = model.layers[0]
         classes = tuple(type(layer).__name__ for layer in base.layers)
         prep, _ = build_preprocessing((size, size, 3), PrepRequest(), classes, model)
-        documented = documented_mode(name)
-        if documented == "built in":
-            right = prep.scale == 1.0 and prep.mean == (0.0,) and prep.std == (1.0,)
-        else:
-            want = modes[documented]
-            right = (prep.scale, prep.mean, prep.std, prep.color) == (want.scale, want.mean, want.std, want.color)
+        documented = documented_preprocessing(name, size)
+        fitted = fit_batchnorm(model, to_float(prepare_batch(photo_crops((size, size), 64, seed=0), documented),
+                                               documented))
+        loaded = LoadedModel(Path(name), name, "keras", "", (size, size, 3), (5,), keras_model=model,
+                             layer_classes=classes)
+        probe = Dataset(photo_crops((size, size), 128, seed=1), None, None, "photos")
+        reports = [check_preprocessing(loaded, given, model_inputs(probe, given, (size, size, 3), "calibration"))
+                   for given in (prep, Preprocessing(size, size, ColorOrder.RGB, scale=1 / 255))]
+        plain = reports[1]
+        want = options_for(documented, Preprocessing(size, size, ColorOrder.RGB, scale=1 / 255))
         found = recognise(model)
-        rows.append({"constructor": name, "recognised": found[0] if found else None, "documented": documented,
-                     "default": describe(prep), "right": bool(right)})
+        rows.append({"constructor": name, "recognised": found[0] if found else None,
+                     "documented": documented_mode(name), "default": describe(prep), "right": same(prep, documented),
+                     "batchnorm_layers": fitted, "default_warnings": [f.line() for f in reports[0].warnings],
+                     "default_divergence": reports[0].batchnorm.score if reports[0].batchnorm and
+                     reports[0].batchnorm.layers else None,
+                     "x255_warning": plain.warnings[0].line() if plain.warnings else None,
+                     "x255_detected": bool(plain.warnings) and plain.warnings[0].fix.startswith(f"pass {want}"),
+                     "check_cpu_s": round(reports[0].cpu_seconds, 3)})
+        print(name, rows[-1]["right"], rows[-1]["default_warnings"], rows[-1]["x255_detected"], flush=True)
         keras.backend.clear_session()
     return {"meta": {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "keras": keras.__version__,
+                     "machine": f"{platform.machine()}, {os.cpu_count()} cores", "load": round(os.getloadavg()[0], 2),
                      "command": "python benchmarks/prep_check.py --families"}, "rows": rows}
 
 
 def families_markdown(out: dict) -> str:
     rows = out["rows"]
-    lines = ["# keras.applications families: the default preprocessing convert chooses", "",
-             f"Measured {out['meta']['date']} with Keras {out['meta']['keras']}; command: `{out['meta']['command']}`. "
-             "Each constructor built with weights=None and nested in a Sequential (as when fine-tuning). "
-             "\"built in\": the model has its own Rescaling/Normalization layers and takes 0..255 pixels.", "",
-             f"**{sum(r['right'] for r in rows)} of {len(rows)} constructors get their documented preprocessing.**", "",
-             "| constructor | recognised as | documented (preprocess_input) | convert's default |", "|---|---|---|---|"]
-    lines += [f"| {r['constructor']} | {r['recognised'] or '- (Rescaling layer)'} | {r['documented']} | "
-              f"{r['default']}{'' if r['right'] else ' **WRONG**'} |" for r in rows]
+    with_bn = [r for r in rows if r["batchnorm_layers"]]
+    lines = ["# keras.applications families: default preprocessing, and the check on each", "",
+             f"Measured {out['meta']['date']} with Keras {out['meta']['keras']} on {out['meta']['machine']} "
+             f"(1-minute load {out['meta']['load']} at the end); command: `{out['meta']['command']}`. Each constructor "
+             "built with weights=None and nested in a Sequential (as when fine-tuning). \"built in\": the model has its "
+             "own Rescaling/Normalization layers and takes 0..255 pixels. Its BatchNormalization statistics are "
+             "then fitted to scikit-image photographs preprocessed the documented way (what training on them "
+             "leaves; no pretrained weights can be downloaded here) and the label-free check runs on other crops.", "",
+             f"**{sum(r['right'] for r in rows)} of {len(rows)} constructors get their documented preprocessing. "
+             f"False warnings with it: {sum(len(r['default_warnings']) for r in rows)}. Fed x/255 instead, "
+             f"{sum(r['x255_detected'] for r in with_bn)} of {len(with_bn)} models with BatchNormalization are "
+             "flagged with the documented options as the fix** (models without BatchNormalization, VGG and "
+             "ConvNeXt, give no label-free evidence).", "",
+             "| constructor | recognised as | documented | convert's default | BN layers | divergence | x/255 flagged |",
+             "|---|---|---|---|---:|---:|---|"]
+    for r in rows:
+        divergence = "-" if r["default_divergence"] is None else f"{r['default_divergence']:.3g}"
+        default = r["default"] + ("" if r["right"] else " **WRONG**") + (" **WARNED**" if r["default_warnings"] else "")
+        flagged = "yes" if r["x255_detected"] else ("no BN" if not r["batchnorm_layers"] else "**no**")
+        lines.append(f"| {r['constructor']} | {r['recognised'] or '- (Rescaling layer)'} | {r['documented']} | "
+                     f"{default} | {r['batchnorm_layers']} | {divergence} | {flagged} |")
     return "\n".join(lines) + "\n"
 
 
@@ -336,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         (RESULTS / "prep_families.json").write_text(json.dumps(out, indent=2) + "\n")
         (RESULTS / "prep_families.md").write_text(families_markdown(out))
         print(families_markdown(out))
-        return 0 if all(r["right"] for r in out["rows"]) else 1
+        fine = all(r["right"] and not r["default_warnings"] for r in out["rows"])
+        return 0 if fine and all(r["x255_detected"] for r in out["rows"] if r["batchnorm_layers"]) else 1
     formats = None if args.formats == "all" else FAST
     load_before = round(os.getloadavg()[0], 2)
     rows = []
