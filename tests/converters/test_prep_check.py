@@ -157,6 +157,20 @@ def test_float_arrays_against_the_manifest(mnist_cnn, val, arrays, manifest):
     assert f"if it was trained on {held}, pass {FIX[arrays]}" in warning.fix
 
 
+@pytest.mark.parametrize("divided, warned", [(255.0, True), (127.5, True), (1.0, False)])
+def test_float_arrays_already_scaled_for_a_model_that_rescales_itself(val, divided, warned):
+    """A Rescaling/Normalization layer inside: the manifest feeds 0..255 pixels, so arrays scaled beforehand
+    (x/255, x/127.5 - 1) would be rescaled twice."""
+    from edgecnn.converters.prep_check import array_finding
+
+    x = val.images[:100].astype(np.float32) / divided - (1.0 if divided == 127.5 else 0.0)
+    finding = array_finding(ModelInputs(x, None, None, "scaled.npz", "calibration"), _prep("raw"), True)
+    assert (finding is not None) is warned
+    if warned:
+        assert "the model rescales pixels itself" in finding.message and "feeds the model 0..255" in finding.message
+        assert finding.fix == "save the arrays as 0..255 pixels, or give the images"
+
+
 def test_issue_example_float_0_255_arrays_warn_and_strict_refuses(tmp_path, capsys, mnist_keras_path, val):
     """A digit CNN trained on x/255, calibrated from a float32 .npz holding 0..255, no --val."""
     from edgecnn.cli import main
