@@ -36,10 +36,12 @@ def timed(call):
 
 def main() -> int:
     from fixtures.broken_model import trained_outlier_cnn
-    from edgecnn.converters.calib_audit import audit, expected_input_range
+    from edgecnn.converters.calib_audit import audit
+    from edgecnn.converters.calibration import ModelInputs
     from edgecnn.converters.fallback import auto_fallback
     from edgecnn.converters.inspect import Family, InspectOptions, inspect
     from edgecnn.converters.keras_load import load_model
+    from edgecnn.converters.prep_check import check_preprocessing
     from edgecnn.converters.zoo import trained_mnist_cnn
     from edgecnn.data import mnist_sample
     from edgecnn.manifest import ColorOrder, Preprocessing
@@ -63,7 +65,9 @@ def main() -> int:
             out["fallback"][family] = dict(report.to_dict(), seconds=seconds)
     prep = Preprocessing(28, 28, ColorOrder.GRAY)
     for label, data in (("200 digits, 0-1", calib), ("200 digits, 0-255", calib * 255.0), ("1 digit", calib[:1])):
-        result = audit(data, expected_input_range(prep), train.labels[:len(data)], 10, healthy.keras_model)
+        labels = train.labels[:len(data)]
+        checked = check_preprocessing(healthy, prep, ModelInputs(data, None, labels, label, "calibration"))
+        result = audit(data, labels, 10, healthy.keras_model, checked)
         out["audit"][label] = [f"{f.check}: {f.level.value}" for f in result.findings]
     out["meta"] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                    "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared), Python {platform.python_version()}",

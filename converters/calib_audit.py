@@ -3,6 +3,7 @@
 int8 accuracy collapses silently when calibration is done on a handful of samples, on samples of only a
 few classes, or on data in another range than the model was trained on (0-255 pixels fed to a model
 trained on 0-1, or the reverse). Each check gives a Finding; ``problems`` are those that must be fixed.
+The preprocessing check is convert's own (converters/prep_check.py), passed in as its PrepReport.
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import numpy as np
 
 MIN_SAMPLES = 50           # fewer gives unstable ranges (the convert pipeline warns below this as well)
 RANGE_GROWTH = 0.05        # half the samples missing >5% of a layer's range on average: ranges still "moving"
-RANGE_FACTOR = 4.0         # data whose span is this many times wider or narrower than expected is mismatched
 MAX_PROBE_SAMPLES = 256
 
 
@@ -27,7 +27,7 @@ class Level(str, Enum):
 
 @dataclass(frozen=True)
 class Finding:
-    check: str     # samples | classes | ranges-moving | input-range
+    check: str     # samples | classes | ranges-moving | preprocessing | exif
     level: Level
     message: str
 
@@ -37,7 +37,6 @@ class CalibrationAudit:
     samples: int
     findings: tuple[Finding, ...] = field(default=())
     data_range: tuple[float, float] = (0.0, 0.0)
-    expected_range: Optional[tuple[float, float]] = None
     range_growth: dict[str, float] = field(default_factory=dict)  # layer -> growth over the second half
 
     @property
@@ -53,29 +52,30 @@ class CalibrationAudit:
         return _to_jsonable(self)
 
 
-def expected_input_range(prep: Any) -> tuple[float, float]:
-    """The float range the model is fed by ``prep`` (a manifest Preprocessing) from 0..255 pixels."""
-    from edgecnn.preprocess import _float_table  # noqa: PLC0415 - the one pixel -> float map
-
-    table = _float_table(prep)
-    return float(table.min()), float(table.max())
-
-
-def audit(inputs: np.ndarray, expected_range: Optional[tuple[float, float]] = None,
-          labels: Optional[np.ndarray] = None, num_classes: Optional[int] = None, model: Any = None) -> CalibrationAudit:
-    """Audit float model inputs (N, ...) meant for calibration. ``model``: a keras.Model to probe ranges."""
+def audit(inputs: np.ndarray, labels: Optional[np.ndarray] = None, num_classes: Optional[int] = None,
+          model: Any = None, preprocessing: Any = None) -> CalibrationAudit:
+    """Audit float model inputs (N, ...) meant for calibration. ``model``: a keras.Model to probe ranges;
+    ``preprocessing``: the PrepReport of converters/prep_check.check_preprocessing on the same data."""
     inputs = np.asarray(inputs, dtype=np.float32)
     findings = [check_count(len(inputs))]
     if labels is not None and num_classes:
         findings.append(check_classes(np.asarray(labels), num_classes))
     data_range = (float(inputs.min()), float(inputs.max())) if inputs.size else (0.0, 0.0)
-    if expected_range is not None:
-        findings.append(check_input_range(data_range, expected_range))
+    if preprocessing is not None:
+        findings += preprocessing_findings(preprocessing)
     growth: dict[str, float] = {}
     if model is not None and len(inputs) >= 2:
         growth = range_growth(model, inputs[:MAX_PROBE_SAMPLES])
         findings.append(check_growth(growth))
-    return CalibrationAudit(len(inputs), tuple(findings), data_range, expected_range, growth)
+    return CalibrationAudit(len(inputs), tuple(findings), data_range, growth)
+
+
+def preprocessing_findings(report: Any) -> list[Finding]:
+    """convert's preprocessing findings as audit findings: a mismatch is a problem, data hygiene a warning."""
+    if not report.warnings:
+        return [Finding("preprocessing", Level.OK, report.summary())]
+    return [Finding("exif" if f.check == "exif" else "preprocessing",
+                    Level.WARNING if f.check == "exif" else Level.PROBLEM, f.line()) for f in report.warnings]
 
 
 def check_count(count: int) -> Finding:
@@ -96,21 +96,6 @@ def check_classes(labels: np.ndarray, num_classes: int) -> Finding:
     shown = ", ".join(str(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
     level = Level.PROBLEM if len(missing) > num_classes // 2 else Level.WARNING
     return Finding("classes", level, f"{len(missing)} of {num_classes} classes have no calibration sample ({shown})")
-
-
-def check_input_range(data: tuple[float, float], expected: tuple[float, float]) -> Finding:
-    """Flag data whose span is far wider or narrower than the model's input range (0-255 vs 0-1)."""
-    data_span, expected_span = data[1] - data[0], expected[1] - expected[0]
-    text = f"calibration data spans [{data[0]:.3g}, {data[1]:.3g}] but the model expects [{expected[0]:.3g}, {expected[1]:.3g}]"
-    if expected_span > 0 and data_span > RANGE_FACTOR * expected_span:
-        return Finding("input-range", Level.PROBLEM, f"{text}: raw pixels fed to a model trained on scaled input? "
-                       "preprocess the data the way training did (e.g. divide by 255)")
-    if expected_span > 0 and 0 < data_span < expected_span / RANGE_FACTOR:
-        return Finding("input-range", Level.PROBLEM, f"{text}: already-scaled data fed to a model trained on raw "
-                       "pixels? give the data in the model's range (e.g. 0-255)")
-    if data_span == 0:
-        return Finding("input-range", Level.PROBLEM, f"{text}: every value is the same (blank images?)")
-    return Finding("input-range", Level.OK, text)
 
 
 def range_growth(model: Any, inputs: np.ndarray, orders: int = 16) -> dict[str, float]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -16,6 +16,8 @@ from edgecnn.data import Dataset
 from edgecnn.errors import DataError, UsageError
 from edgecnn.manifest import ColorOrder, Interpolation, Layout, Preprocessing, ResizeMode
 from edgecnn.preprocess import prepare_batch, to_float
+
+from edgecnn.converters.known_models import recognise
 
 TINY_CALIBRATION = 50  # fewer samples than this give unstable int8 ranges
 RESCALING_LAYERS = ("Rescaling", "Normalization")
@@ -48,28 +50,37 @@ class ModelInputs:
         return int(self.inputs.shape[0])
 
 
-def build_preprocessing(input_shape: tuple[int, ...], request: PrepRequest, layer_classes: tuple[str, ...] = ()) -> tuple[Preprocessing, tuple[str, ...]]:
+def build_preprocessing(input_shape: tuple[int, ...], request: PrepRequest, layer_classes: tuple[str, ...] = (),
+                        model: Any = None) -> tuple[Preprocessing, tuple[str, ...]]:
     """The Preprocessing for a model input shape and the user's options, plus notes about the choice.
 
     A Rescaling/Normalization layer inside the model already scales pixels, so by default pixels are fed
-    at 0..255 (scale 1) instead of being divided by 255 a second time.
+    at 0..255 (scale 1) instead of being divided by 255 a second time. A ``model`` (keras.Model) built from
+    keras.applications gets its family's documented preprocessing (converters/known_models.py) for what
+    the request leaves open.
     """
     height, width, channels, layout = _geometry(input_shape, request.color)
-    color = request.color or (ColorOrder.GRAY if channels == 1 else ColorOrder.RGB)
+    notes: list[str] = []
+    in_model = [name for name in layer_classes if name in RESCALING_LAYERS]
+    known = None if in_model or channels != 3 else recognise(model)
+    color = request.color or (ColorOrder.GRAY if channels == 1 else known[1].color if known else ColorOrder.RGB)
     if (color == ColorOrder.GRAY) != (channels == 1):
         raise UsageError(f"--color {color.value} gives {1 if color == ColorOrder.GRAY else 3} channel(s) but the model "
                          f"input {input_shape} has {channels}", "choose --color gray for 1 channel, rgb or bgr for 3")
-    notes: list[str] = []
-    in_model = [name for name in layer_classes if name in RESCALING_LAYERS]
-    default_scale = 1.0 if in_model else 1.0 / 255.0
+    scale, mean, std = 1.0 if in_model else 1.0 / 255.0, (0.0,), (1.0,)
     if in_model:
         notes.append(f"the model has a {in_model[0]} layer: pixels are fed at 0..255 (scale 1), not rescaled twice")
         if request.scale is not None and request.scale != 1.0:
             notes.append(f"--scale {request.scale:g} given although the model rescales itself: check it is intended")
+    if known and request.scale is None and request.mean is None and request.std is None:
+        family, documented = known
+        scale, mean, std = documented.scale, documented.mean, documented.std
+        notes.append(f"the model is keras.applications {family}: its documented preprocessing "
+                     f"({documented.formula}; {documented.options}) is the default; pass --scale/--mean/--std to override")
     prep = Preprocessing(height=height, width=width, color=color, resize=request.resize,
                          interpolation=request.interpolation,
-                         scale=default_scale if request.scale is None else float(request.scale),
-                         mean=request.mean or (0.0,), std=request.std or (1.0,), invert=request.invert, layout=layout)
+                         scale=scale if request.scale is None else float(request.scale),
+                         mean=request.mean or mean, std=request.std or std, invert=request.invert, layout=layout)
     try:
         prep.validate()
     except Exception as exc:  # ManifestError: present it as a usage problem of the options

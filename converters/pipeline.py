@@ -20,7 +20,7 @@ from typing import Optional
 
 from edgecnn.data import Dataset, load_dataset
 from edgecnn.errors import (AccuracyBudgetError, ConversionError, ConversionFailedError, DataError, EdgecnnError,
-                            InputPathError, UsageError)
+                            InputPathError, PreprocessingMismatchError, UsageError)
 from edgecnn.interrupts import InterruptGuard, interrupt_guard
 from edgecnn.fileio import (check_writable_dir, process_alive, read_labels, refuse_overwrite, sha256_of,
                             write_text_atomic)
@@ -71,6 +71,7 @@ class ConvertOptions:
     onnx_full_int8: bool = False             # quantize the final Softmax and the logits too
     seed: int = 0
     progress: bool = True
+    strict: bool = False                     # a preprocessing mismatch is an error (exit 2), not a warning
     output_kind: Optional[OutputKind] = None  # None: decided from the graph's final op and the float outputs
     min_float_agreement: float = 0.99        # fp32/fp16 artifacts agreeing less with Keras are refused
     ray: Optional[ClusterOptions] = None     # verify (and measure --fallback candidates) as chunks on a Ray cluster
@@ -124,7 +125,8 @@ def _convert(model, calib, val, out, options: ConvertOptions, log: NativeLog, cl
     from edgecnn.converters.keras_load import load_model  # noqa: PLC0415 - imports TensorFlow
 
     loaded = load_model(model, unsafe=options.unsafe)
-    prep, prep_notes = cal.build_preprocessing(loaded.input_shape, _prep_request(options), loaded.layer_classes)
+    prep, prep_notes = cal.build_preprocessing(loaded.input_shape, _prep_request(options), loaded.layer_classes,
+                                               loaded.keras_model)
     formats = _formats_that_apply(formats, calib, options.formats is not None)
     for spec in formats:
         spec.check_ready()  # a format's missing toolchain: one line, before anything is built or written
@@ -144,13 +146,15 @@ def _convert(model, calib, val, out, options: ConvertOptions, log: NativeLog, cl
     if options.max_drop is not None and (verify_data is None or verify_data.labels is None):
         raise UsageError(f"--max-drop {options.max_drop:g} needs labelled data to measure accuracy",
                          "pass --val with labels (a folder with one subfolder per class, or .npz with x and y)")
+    prep_report = _check_preprocessing(loaded, prep, calib_inputs, val_inputs, (calib_set, val_set), options.strict)
     out_dir = Path(out) if out is not None else Path("edgecnn-out") / loaded.name
     targets = [out_dir / spec.file_name(loaded.name) for spec in formats] + [out_dir / MANIFEST_NAME]
     refuse_overwrite(targets, options.force)
     created = not out_dir.exists()
     check_writable_dir(out_dir)
 
-    warnings = list(loaded.notes) + list(prep_notes) + list(head.warnings) + list(calib_warn)
+    warnings = list(loaded.notes) + list(prep_notes) + [finding.line() for finding in prep_report.warnings] \
+        + list(head.warnings) + list(calib_warn)
     calib_record = cal.calibration_record(chosen_calib, options.calib_method, options.seed, calib_warn) \
         if chosen_calib is not None else {}
     if chosen_calib is not None and any(spec.name == "onnx-int8" for spec in formats):
@@ -158,6 +162,7 @@ def _convert(model, calib, val, out, options: ConvertOptions, log: NativeLog, cl
     manifest = Manifest(model_name=loaded.name, source_sha256=loaded.sha256, input_shape=loaded.input_shape,
                         preprocessing=prep, labels=labels, output_kind=head.kind,
                         versions=_versions(cluster is not None), calibration=calib_record,
+                        checks=prep_report.to_dict(),
                         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     manifest.validate()  # what the runners will check when they read it
     reporter = ProgressReporter(enabled=options.progress)
@@ -188,6 +193,20 @@ def _convert(model, calib, val, out, options: ConvertOptions, log: NativeLog, cl
     _enforce_verification(result)
     _enforce_budget(result, options.max_drop)
     return result
+
+
+def _check_preprocessing(loaded, prep, calib_inputs, val_inputs, datasets, strict: bool):
+    """Does the data, preprocessed as the manifest says, look like what the model was trained on
+    (converters/prep_check.py)? Runs before anything is calibrated or written; --strict refuses a mismatch."""
+    from edgecnn.converters.prep_check import check_preprocessing  # noqa: PLC0415
+
+    rescales_itself = any(name in cal.RESCALING_LAYERS for name in loaded.layer_classes)
+    report = check_preprocessing(loaded, prep, calib_inputs, val_inputs, rescales_itself, datasets)
+    if strict and report.mismatches:
+        first = report.mismatches[0]
+        raise PreprocessingMismatchError(first.message, (f"{first.fix}; " if first.fix else "")
+                                         + "nothing was written (--strict)")
+    return report
 
 
 def _check_float_model(outputs) -> None:

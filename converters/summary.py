@@ -49,8 +49,8 @@ def summary_table(manifest: Manifest, title: Optional[str] = None):
 
     rows = summary_rows(manifest)
     data = next((r for r in rows if r["data"]), None)
-    caption = (f"verified on {data['samples']} {data['data']} samples; agree: same top-1 as Keras; max diff: of "
-               f"dequantized outputs; drop: accuracy lost, in pp") if data else "not verified (no data)"
+    caption = (f"verified on {data['samples']} {data['data']} samples{_held_out(data['data'])}; agree: same top-1 as "
+               f"Keras; max diff: of dequantized outputs; drop: accuracy lost, in pp") if data else "not verified (no data)"
     keras = next((r["keras_accuracy"] for r in rows if r["keras_accuracy"] is not None), None)
     if keras is not None:
         caption += f"; Keras top-1 {keras * 100:.1f}%"
@@ -70,6 +70,11 @@ def summary_table(manifest: Manifest, title: Optional[str] = None):
                       _num(row["max_abs_diff"]), _pct(row["accuracy"]), _drop(row["drop_pp"]),
                       style="red" if row["status"] == "failed" else None)
     return table
+
+
+def _held_out(role: str) -> str:
+    """Verification on the calibration data itself flatters int8: say so where the figures are read."""
+    return " (the calibration data itself, no held-out set: pass --val)" if role == "calibration" else ""
 
 
 def _size(n: int) -> str:

@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from edgecnn.errors import RuntimeMissingError, SourceError
-from edgecnn.fileio import IMAGE_SUFFIXES
+from edgecnn.fileio import IMAGE_SUFFIXES, image_files
 
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 PICAMERA_NAMES = ("picamera2", "picam", "picamera")
@@ -219,8 +219,7 @@ class ImageFilesSource(FrameSource):
         if self.spec.kind == SourceKind.IMAGE:
             files = [path] if path.is_file() else []
         else:
-            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) \
-                if path.is_dir() else []
+            files = image_files(path) if path.is_dir() else []
         if not files:
             raise SourceError(f"no images at {path}", f"give a folder holding {', '.join(IMAGE_SUFFIXES)} files")
         self._files, self._next = files, 0

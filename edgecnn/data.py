@@ -2,6 +2,9 @@
 
 Images are returned as raw uint8 pixels (N, H, W, C), RGB or grey, and are preprocessed later by
 edgecnn.preprocess from the manifest. A float array file is taken as already-preprocessed model input.
+Hidden and metadata files (dotfiles, macOS ``._*`` AppleDouble files, ``__MACOSX``) are skipped here and by
+the device's folder source alike (``is_hidden``). Images are read as stored, without applying an EXIF
+orientation tag, as Keras's loaders read them; the count of images that carry one is kept (``oriented``).
 """
 from __future__ import annotations
 
@@ -12,10 +15,12 @@ from typing import Optional
 import numpy as np
 
 from edgecnn.errors import DataError, InputPathError, RuntimeMissingError
-from edgecnn.fileio import IMAGE_SUFFIXES  # noqa: F401 - its home is fileio (the device side reads it from there)
+from edgecnn.fileio import IMAGE_SUFFIXES, image_files, is_hidden  # noqa: F401 - their home: fileio
 
 MNIST_NAMES = ("mnist", "mnist:train", "mnist:val", "mnist:all")
 MNIST_TRAIN_PER_CLASS = 400  # 4,000 training digits, 1,000 held out: the main job's split
+EXIF_ORIENTATION = 0x0112
+EXIF_HEADER_BYTES = 1 << 16  # the EXIF block sits in the first APP1 segment, at most 64 KiB long
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,7 @@ class Dataset:
     class_names: Optional[tuple[str, ...]]
     source: str
     preprocessed: bool = False
+    oriented: int = 0  # images whose EXIF orientation tag asks for a rotation or flip (read unrotated)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -37,7 +43,7 @@ class Dataset:
 
     def take(self, indices: np.ndarray) -> "Dataset":
         labels = None if self.labels is None else self.labels[indices]
-        return Dataset(self.images[indices], labels, self.class_names, self.source, self.preprocessed)
+        return Dataset(self.images[indices], labels, self.class_names, self.source, self.preprocessed, self.oriented)
 
     def head(self, count: int) -> "Dataset":
         return self.take(np.arange(min(count, len(self))))
@@ -60,7 +66,8 @@ def load_dataset(spec: str | Path, mnist_split: str = "val") -> Dataset:
     elif path.suffix.lower() in (".npy", ".npz"):
         dataset = _load_arrays(path)
     elif path.suffix.lower() in IMAGE_SUFFIXES:
-        dataset = Dataset(_read_image(path)[None], None, None, str(path))
+        image, rotated = _read_image(path)
+        dataset = Dataset(image[None], None, None, str(path), oriented=int(rotated))
     else:
         raise DataError(f"{path} is not a folder, .npy/.npz file or image", "give one of those")
     if len(dataset) == 0:
@@ -96,21 +103,20 @@ def _stratified_split(labels: np.ndarray, per_class: int) -> tuple[np.ndarray, n
 
 
 def _load_folder(folder: Path) -> Dataset:
-    subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not is_hidden(p))
     if subdirs:
-        images, labels = [], []
+        images, labels, oriented = [], [], 0
         for index, sub in enumerate(subdirs):
-            for file in _image_files(sub):
-                images.append(_read_image(file))
+            for file in image_files(sub):
+                image, rotated = _read_image(file)
+                images.append(image)
                 labels.append(index)
+                oriented += rotated
         names = tuple(p.name for p in subdirs)
-        return Dataset(_stack(images, folder), np.asarray(labels, dtype=np.int64), names, str(folder))
-    images = [_read_image(file) for file in _image_files(folder)]
-    return Dataset(_stack(images, folder), None, None, str(folder))
-
-
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        return Dataset(_stack(images, folder), np.asarray(labels, dtype=np.int64), names, str(folder), oriented=oriented)
+    read = [_read_image(file) for file in image_files(folder)]
+    return Dataset(_stack([image for image, _ in read], folder), None, None, str(folder),
+                   oriented=sum(rotated for _, rotated in read))
 
 
 def _stack(images: list[np.ndarray], folder: Path) -> np.ndarray:
@@ -125,12 +131,18 @@ def _stack(images: list[np.ndarray], folder: Path) -> np.ndarray:
     return ragged
 
 
-def _read_image(path: Path) -> np.ndarray:
+def _read_image(path: Path) -> tuple[np.ndarray, bool]:
+    """(RGB or grey uint8 pixels as stored, whether an EXIF orientation tag asks for a rotation or flip)."""
     try:
         import cv2  # noqa: PLC0415
     except ImportError:
         raise RuntimeMissingError("reading image files needs OpenCV", "pip install 'edgecnn[device]'") from None
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read image {path} ({exc.strerror or exc})", "check the file's permissions") from None
+    # IMREAD_UNCHANGED ignores the EXIF orientation, as Keras's loaders (PIL load_img, tf.io.decode_image) do.
+    image = cv2.imdecode(np.frombuffer(raw, dtype=np.uint8), cv2.IMREAD_UNCHANGED) if raw else None
     if image is None:
         raise DataError(f"cannot decode image {path}", "remove it or replace it with a valid image")
     if image.dtype != np.uint8:
@@ -138,11 +150,45 @@ def _read_image(path: Path) -> np.ndarray:
             image = (image >> 8).astype(np.uint8)
         else:
             raise DataError(f"image {path} has pixel type {image.dtype}", "use 8- or 16-bit images")
+    rotated = exif_orientation(raw[:EXIF_HEADER_BYTES]) not in (None, 1)
     if image.ndim == 2:
-        return image[:, :, None]
+        return image[:, :, None], rotated
     if image.shape[2] == 4:
         image = image[:, :, :3]
-    return np.ascontiguousarray(image[:, :, ::-1])  # OpenCV reads BGR; datasets are RGB
+    return np.ascontiguousarray(image[:, :, ::-1]), rotated  # OpenCV reads BGR; datasets are RGB
+
+
+def exif_orientation(head: bytes) -> Optional[int]:
+    """The EXIF orientation (tag 0x0112: 1 upright, 2-8 flipped or rotated) of a JPEG file starting with
+    ``head``, or None when it has no such tag. Reads the APP1 "Exif" segment's first IFD; never raises."""
+    if head[:2] != b"\xff\xd8":
+        return None
+    offset = 2
+    while offset + 4 <= len(head) and head[offset] == 0xFF:
+        marker, length = head[offset + 1], int.from_bytes(head[offset + 2:offset + 4], "big")
+        if marker in (0xDA, 0xD9) or length < 2:  # start of scan / end of image: no more metadata
+            return None
+        segment = head[offset + 4:offset + 2 + length]
+        if marker == 0xE1 and segment[:6] == b"Exif\x00\x00":
+            return _tiff_orientation(segment[6:])
+        offset += 2 + length
+    return None
+
+
+def _tiff_orientation(tiff: bytes) -> Optional[int]:
+    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return None
+    ifd = int.from_bytes(tiff[4:8], order)
+    if ifd + 2 > len(tiff):
+        return None
+    for entry in range(int.from_bytes(tiff[ifd:ifd + 2], order)):
+        at = ifd + 2 + 12 * entry
+        if at + 12 > len(tiff):
+            return None
+        if int.from_bytes(tiff[at:at + 2], order) == EXIF_ORIENTATION:
+            return int.from_bytes(tiff[at + 8:at + 10], order)  # a SHORT, left-justified in the value field
+    return None
 
 
 def _load_arrays(path: Path) -> Dataset:

@@ -51,6 +51,10 @@ class DataError(EdgecnnError):
     """Calibration or validation data that is empty, of the wrong shape, dtype or range."""
 
 
+class PreprocessingMismatchError(DataError):
+    """Data that, preprocessed as the manifest says, does not look like what the model was trained on (--strict)."""
+
+
 class ManifestError(EdgecnnError):
     """A manifest that is malformed or does not match its model."""
 

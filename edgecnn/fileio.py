@@ -13,6 +13,7 @@ from edgecnn.errors import DataError, InputPathError, OutputExistsError, OutputP
 MAX_LABELS_BYTES = 4 * 1024 * 1024  # a labels file is text: anything larger is the wrong file
 
 # File suffixes read as images (by OpenCV), for data folders and `edgecnn run --source`.
+METADATA_NAMES = ("__MACOSX",)  # the folder macOS zip archives add, full of ._* files
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
 
 
@@ -197,3 +198,14 @@ def read_labels(path: Path) -> tuple[str, ...]:
     if not labels:
         raise DataError(f"labels file {path} holds no labels", "give one label per line")
     return labels
+
+
+def is_hidden(path: Path) -> bool:
+    """A hidden or metadata entry that is not data: a dotfile (``.DS_Store``, macOS ``._*`` AppleDouble
+    files beside each image copied from a Mac) or a ``__MACOSX`` folder."""
+    return path.name.startswith(".") or path.name in METADATA_NAMES
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files directly in ``folder``, in name order, hidden and metadata files left out."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and not is_hidden(p) and p.suffix.lower() in IMAGE_SUFFIXES)

@@ -189,6 +189,7 @@ class Manifest:
     calibration: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     schema_version: int = SCHEMA_VERSION
+    checks: dict[str, Any] = field(default_factory=dict)  # convert's preprocessing checks (converters/prep_check.py)
 
     @property
     def num_classes(self) -> int:
@@ -253,6 +254,7 @@ class Manifest:
                 versions={str(k): _text(v, "version") for k, v in _object(raw.get("versions", {}), "versions").items()},
                 calibration=dict(_object(raw.get("calibration", {}), "calibration")),
                 created=_text(raw.get("created", ""), "created"),
+                checks=dict(_object(raw.get("checks", {}), "checks")),
             )
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ManifestError(f"manifest is malformed ({type(exc).__name__}: {exc})",

@@ -47,6 +47,15 @@ def test_round_trip_through_json_is_identity(tmp_path):
     assert find_manifest(tmp_path / "sub" / "x.tflite") is None
 
 
+def test_preprocessing_checks_round_trip_and_manifests_without_them_still_read():
+    checks = {"seconds": 0.4, "warnings": ["calibration arrays hold 0..255 ..."], "data": {"labelled": False}}
+    manifest = make_manifest(checks=checks)
+    assert Manifest.from_dict(json.loads(manifest.to_json())).checks == checks
+    older = make_manifest().to_dict()
+    del older["checks"]  # written before convert checked preprocessing
+    assert Manifest.from_dict(older).checks == {}
+
+
 def test_artifact_lookup_by_name_file_and_unknown():
     manifest = make_manifest()
     assert manifest.artifact("tflite-int8").file == "model_int8.tflite"
@@ -112,6 +121,7 @@ def test_missing_required_field_is_a_one_line_error(key):
     (("artifacts", 0, "verification"), "good"),
     (("versions",), ["tf"]),
     (("calibration",), 3),
+    (("checks",), ["warning"]),
 ])
 def test_malformed_values_are_one_line_manifest_errors(path, value):
     raw = make_manifest().to_dict()

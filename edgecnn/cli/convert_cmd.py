@@ -51,6 +51,8 @@ _FORMAT_NAMES = "tflite-fp32, tflite-fp16, tflite-dynamic, tflite-int8, onnx-fp3
 @click.option("--ray-chunk", type=int, default=1000, show_default=True, help="Samples per Ray task.")
 @click.option("--per-tensor", is_flag=True, help="Per-tensor instead of per-channel int8 weights.")
 @click.option("--opset", type=int, help="ONNX opset (default 17).")
+@click.option("--strict", is_flag=True, help="Fail (exit 2, nothing written) when the data does not look like what "
+              "the model was trained on (scale, range, colour order), instead of warning.")
 @click.option("--onnx-target", default="x86", show_default=True,
               help="CPU the onnx-int8 artifact is for: x86 (uint8 activations), x86-avx2 (x86 without VNNI: also "
                    "7-bit weights), arm64 (int8 activations).")
@@ -61,8 +63,8 @@ _FORMAT_NAMES = "tflite-fp32, tflite-fp16, tflite-dynamic, tflite-int8, onnx-fp3
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of a table.")
 def convert_command(model: Optional[str], calib, val, out, formats, io_type, calib_method, calib_samples, labels_file,
                     color, resize, interpolation, scale, mean, std, invert, max_drop, output_kind, min_float_agreement,
-                    fallback, ray_address, ray_chunk, per_tensor, opset, onnx_target, onnx_full_int8, force, unsafe,
-                    as_json) -> None:
+                    fallback, ray_address, ray_chunk, per_tensor, opset, strict, onnx_target, onnx_full_int8, force,
+                    unsafe, as_json) -> None:
     """Convert MODEL (.keras, .h5 or SavedModel folder; default: the embedded MNIST CNN) to TFLite and ONNX,
     verify every artifact against Keras, and write manifest.json beside them."""
     from edgecnn.converters.formats import IoType  # noqa: PLC0415
@@ -75,7 +77,7 @@ def convert_command(model: Optional[str], calib, val, out, formats, io_type, cal
         labels_file=labels_file, color=ColorOrder(color) if color else None, resize=ResizeMode(resize), interpolation=Interpolation(interpolation),
         scale=number(scale, "--scale") if scale is not None else None, mean=numbers(mean, "--mean"),
         std=numbers(std, "--std"), invert=invert, max_drop=max_drop, force=force, unsafe=unsafe,
-        fallback=FallbackMode(fallback), per_channel=not per_tensor, opset=opset, progress=not as_json,
+        fallback=FallbackMode(fallback), per_channel=not per_tensor, opset=opset, progress=not as_json, strict=strict,
         output_kind=OutputKind(output_kind) if output_kind else None, min_float_agreement=min_float_agreement,
         onnx_target=onnx_target, onnx_full_int8=onnx_full_int8,
         ray=ClusterOptions(ray_address.strip(), chunk=ray_chunk) if ray_address else None)

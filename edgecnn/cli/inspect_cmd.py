@@ -31,12 +31,17 @@ from edgecnn.errors import UsageError
               "runtime to target (edgetpu_compiler -m): operations that need a newer one are unsupported.")
 @click.option("--multiple-subgraphs", is_flag=True, help="--target edgetpu: allow several Edge TPU subgraphs "
               "(edgetpu_compiler -a) instead of stopping at the first unsupported operation.")
+@click.option("--color", type=click.Choice(["rgb", "bgr", "gray"]), help="Channel order the model was trained on.")
+@click.option("--scale", help="Pixel scale, e.g. 1/255 (as convert; default from the model).")
+@click.option("--mean", help="Mean subtracted after scaling: one value or one per channel.")
+@click.option("--std", help="Std divided by after the mean: one value or one per channel.")
 @click.option("--force", is_flag=True, help="Overwrite an existing compiler-ready or compiled model.")
 @click.option("--unsafe", is_flag=True, help="Load models with Lambda layers / custom code (only trusted files).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of tables.")
 def inspect_command(model: str, calib: Optional[str], target: Optional[str], family: str, samples: int, top: int,
                     calib_method: str, onnx_target: str, out: Optional[Path], edgetpu_runtime: int,
-                    multiple_subgraphs: bool, force: bool, unsafe: bool, as_json: bool) -> None:
+                    multiple_subgraphs: bool, color: Optional[str], scale: Optional[str], mean: Optional[str],
+                    std: Optional[str], force: bool, unsafe: bool, as_json: bool) -> None:
     """Per-layer int8 error of MODEL (.keras/.h5/SavedModel) on --calib, worst layers first, with a calibration
     audit; or, with --target edgetpu, the Edge TPU partition of MODEL (Keras, or a full-int8 .tflite); or, for
     an .onnx MODEL or a folder of them, how many quantized nodes ONNX Runtime fuses vs runs in float here."""
@@ -58,7 +63,8 @@ def inspect_command(model: str, calib: Optional[str], target: Optional[str], fam
     # TensorFlow's and the converter's own output goes to inspect.log, next to the report when there is one.
     with command_log("inspect") as log, interrupt_guard():
         payload = _inspect(model, calib, target, family, samples, top, calib_method, onnx_target, out,
-                           edgetpu_runtime, multiple_subgraphs, force, unsafe)
+                           edgetpu_runtime, multiple_subgraphs, force, unsafe,
+                           _prep_request(color, scale, mean, std))
         ready = getattr(payload.get("edgetpu"), "ready_model", None)
         if ready is not None:
             log.move_to(Path(ready).parent / "inspect.log")
@@ -68,20 +74,25 @@ def inspect_command(model: str, calib: Optional[str], target: Optional[str], fam
 
 def _inspect(model: str, calib: Optional[str], target: Optional[str], family: str, samples: int, top: int,
              calib_method: str, onnx_target: str, out: Optional[Path], edgetpu_runtime: int,
-             multiple_subgraphs: bool, force: bool, unsafe: bool) -> dict[str, Any]:
+             multiple_subgraphs: bool, force: bool, unsafe: bool, request: Any) -> dict[str, Any]:
     if model.lower().endswith(".tflite"):
         if target != "edgetpu":
             raise UsageError("a .tflite file can only be checked for the Edge TPU",
                              "add --target edgetpu, or inspect the Keras model layer by layer")
         return {"edgetpu": _edgetpu(Path(model), None, out, edgetpu_runtime, multiple_subgraphs, force)}
-    loaded, inputs, dataset_labels, prep = _load(model, calib, unsafe)
+    loaded, inputs, dataset, prep = _load(model, calib, unsafe, request)
     if target == "edgetpu":
         return {"edgetpu": _edgetpu(loaded, inputs.inputs[:samples], out, edgetpu_runtime, multiple_subgraphs,
                                     force)}
-    from edgecnn.converters.calib_audit import audit, expected_input_range  # noqa: PLC0415
+    from edgecnn.converters.calib_audit import audit  # noqa: PLC0415
+    from edgecnn.converters.calibration import RESCALING_LAYERS  # noqa: PLC0415
     from edgecnn.converters.inspect import Family, InspectOptions, inspect  # noqa: PLC0415
+    from edgecnn.converters.prep_check import check_preprocessing  # noqa: PLC0415
 
-    report = audit(inputs.inputs, expected_input_range(prep), dataset_labels, loaded.num_outputs, loaded.keras_model)
+    rescales_itself = any(name in RESCALING_LAYERS for name in loaded.layer_classes)
+    with console_err.status("checking the preprocessing against the model"):
+        prep_report = check_preprocessing(loaded, prep, inputs, None, rescales_itself, (dataset,))
+    report = audit(inputs.inputs, dataset.labels, loaded.num_outputs, loaded.keras_model, prep_report)
     options = InspectOptions(family=Family(family), samples=samples, top=top, calib_method=calib_method,
                              onnx_target=onnx_target)
     with console_err.status(f"quantizing {loaded.name} to {family} int8 and comparing layer by layer"):
@@ -91,7 +102,17 @@ def _inspect(model: str, calib: Optional[str], target: Optional[str], family: st
     return {"inspect": replace(result, audit=report)}
 
 
-def _load(model: str, calib: Optional[str], unsafe: bool) -> tuple[Any, Any, Any, Any]:
+def _prep_request(color: Optional[str], scale: Optional[str], mean: Optional[str], std: Optional[str]) -> Any:
+    from edgecnn.cli.prep_options import number, numbers  # noqa: PLC0415 - the same option syntax as convert
+    from edgecnn.converters.calibration import PrepRequest  # noqa: PLC0415
+    from edgecnn.manifest import ColorOrder  # noqa: PLC0415
+
+    return PrepRequest(color=ColorOrder(color) if color else None,
+                       scale=number(scale, "--scale") if scale is not None else None,
+                       mean=numbers(mean, "--mean"), std=numbers(std, "--std"))
+
+
+def _load(model: str, calib: Optional[str], unsafe: bool, request: Any) -> tuple[Any, Any, Any, Any]:
     if not calib:
         raise UsageError("inspect needs calibration data", "pass --calib DATA (image folder, .npy/.npz, or mnist)")
     from edgecnn.converters import calibration as cal  # noqa: PLC0415
@@ -99,10 +120,10 @@ def _load(model: str, calib: Optional[str], unsafe: bool) -> tuple[Any, Any, Any
     from edgecnn.data import load_dataset  # noqa: PLC0415
 
     loaded = load_model(model, unsafe=unsafe)
-    prep, _ = cal.build_preprocessing(loaded.input_shape, cal.PrepRequest(), loaded.layer_classes)
+    prep, _ = cal.build_preprocessing(loaded.input_shape, request, loaded.layer_classes, loaded.keras_model)
     dataset = load_dataset(calib, mnist_split="train")
     inputs = cal.model_inputs(dataset, prep, loaded.input_shape, "calibration")
-    return loaded, inputs, dataset.labels, prep
+    return loaded, inputs, dataset, prep
 
 
 def _edgetpu(model: Any, samples: Any, out: Optional[Path], runtime: int, multiple: bool, force: bool) -> Any:

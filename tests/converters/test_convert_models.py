@@ -49,6 +49,7 @@ def test_training_only_layers_do_not_break_conversion(tmp_path, digits_npz):
         assert check.data == "calibration" and check.samples == 200
         assert check.agreement == 1.0 and check.max_abs_diff < 1e-5, name
     assert result.manifest.artifact("tflite-int8").verification.agreement >= 0.9
+    assert result.manifest.checks["warnings"] == []  # an untrained model: no evidence, no false alarm
 
 
 def test_a_rescaling_layer_is_honoured_not_applied_twice(tmp_path, digits_npz):
@@ -71,6 +72,7 @@ def test_a_rescaling_layer_is_honoured_not_applied_twice(tmp_path, digits_npz):
     pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
     assert np.array_equal(to_float(pixels, prep), pixels.astype(np.float32)), "pixels are fed at 0..255"
     assert any("Rescaling" in w for w in result.warnings)
+    assert result.manifest.checks["warnings"] == [] and result.manifest.checks["data"]["labelled"]
     int8 = result.manifest.artifact("tflite-int8")
     assert int8.input.scale == pytest.approx(1.0, rel=1e-3), "the int8 input covers 0..255"
     # trained on raw pixels: with the right input scale Keras (fed through the manifest) is accurate

@@ -120,8 +120,33 @@ def test_cli_inspect_json_flags_raw_pixels(tmp_path, capsys, calib):
     data = json.loads(capsys.readouterr().out)["inspect"]
     assert code == 0
     assert data["samples"] == 60 and data["layers"][0]["harm_db"] <= data["layers"][-1]["harm_db"]
-    findings = {f["check"]: f["level"] for f in data["calibration_audit"]["findings"]}
-    assert findings["input-range"] == "problem"
+    findings = {f["check"]: (f["level"], f["message"]) for f in data["calibration_audit"]["findings"]}
+    assert findings["preprocessing"][0] == "problem"
+    assert "hold 0..255" in findings["preprocessing"][1] and "--scale 1" in findings["preprocessing"][1]
+
+
+def test_cli_inspect_audit_flags_a_model_trained_on_0_255_fed_the_default(tmp_path, capsys):
+    """A BatchNormalization CNN trained on raw 0..255 pixels, inspected from a labelled image folder at the
+    default 1/255: the audit calls it a problem and names --scale 1 (it used to compare the range with itself)."""
+    import cv2
+
+    from edgecnn.cli import main
+    from edgecnn.converters.prep_models import trained_prep_model
+    from edgecnn.data import mnist_sample
+
+    val = mnist_sample("val").head(120)
+    for index, (image, label) in enumerate(zip(val.images, val.labels)):
+        (tmp_path / "digits" / str(label)).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / "digits" / str(label) / f"{index}.png"), image)
+    model = str(trained_prep_model("raw"))
+    code = main(["inspect", model, "--calib", str(tmp_path / "digits"), "--samples", "40", "--json"])
+    findings = json.loads(capsys.readouterr().out)["inspect"]["calibration_audit"]["findings"]
+    (found,) = [f for f in findings if f["check"] == "preprocessing"]
+    assert code == 0 and found["level"] == "problem" and "fix: pass --scale 1 (Keras top-1" in found["message"], found
+    code = main(["inspect", model, "--calib", str(tmp_path / "digits"), "--samples", "40", "--scale", "1", "--json"])
+    findings = json.loads(capsys.readouterr().out)["inspect"]["calibration_audit"]["findings"]
+    (found,) = [f for f in findings if f["check"] == "preprocessing"]
+    assert code == 0 and found["level"] == "ok" and "consistent with training" in found["message"], found
 
 
 def test_cli_edgetpu_from_keras_writes_the_ready_model(tmp_path, capsys, mnist_keras_path):
