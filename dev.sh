@@ -3,6 +3,8 @@
 #   bash dev.sh demo    the main job: train the embedded MNIST CNN, convert it to every format, verify, print the table
 #   bash dev.sh test    the test suite (what CI runs); extra arguments go to pytest
 #   bash dev.sh bench   the standing benchmark suite (benchmarks/run_suite.py)
+#   bash dev.sh arm64   the device side on emulated arm64 (Raspberry Pi OS base) against x86; as root
+#                       (--cpu cortex-a76 for a Pi 5; `bash dev.sh arm64 --help` for the rest)
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${EDGECNN_VENV:-.venv}
@@ -31,5 +33,6 @@ case "${1:-}" in
   demo)  setup; shift; exec "$VENV/bin/edgecnn" convert --out edgecnn-out/demo --force "$@" ;;
   test)  setup; browser; shift; exec "$VENV/bin/python" -m pytest -q "$@" ;;
   bench) setup; shift; exec "$VENV/bin/python" benchmarks/run_suite.py "$@" ;;
-  *) echo "usage: bash dev.sh demo|test|bench [args]" >&2; exit 2 ;;
+  arm64) setup; shift; exec "$VENV/bin/python" -m tools.arm64emu "$@" ;;
+  *) echo "usage: bash dev.sh demo|test|bench|arm64 [args]" >&2; exit 2 ;;
 esac
