@@ -1,7 +1,7 @@
 """The arm64 check's own logic on real files: guest.py on real artifacts, the comparison (every kind of
 difference it must catch), the JSON lines of a real `edgecnn run`, the report, the pip settings and the
-root's safety (mounts). With an emulated root at hand (as root, with the cached root built by
-`bash dev.sh arm64`, or EDGECNN_ARM64=1 to build it), real artifacts also run through it.
+root's safety (mounts). With EDGECNN_ARM64=1 (as root), real artifacts also run through the emulated root
+(`bash dev.sh arm64` builds and caches it; the test builds it when missing).
 """
 from __future__ import annotations
 
@@ -274,22 +274,21 @@ def test_removing_a_root_never_deletes_through_a_mount(tmp_path):
 
 
 def emulation_wanted() -> bool:
-    from edgecnn.converters.zoo import cache_dir
-
-    return os.geteuid() == 0 and (os.environ.get("EDGECNN_ARM64") == "1"
-                                  or (cache_dir() / "arm64-root" / rootfs.STAMP).is_file())
+    # Opt-in: the emulated root is shared by everyone using this cache, and a run takes minutes.
+    return os.geteuid() == 0 and os.environ.get("EDGECNN_ARM64") == "1"
 
 
 @pytest.mark.arm64
-@pytest.mark.skipif(not emulation_wanted(), reason="no cached arm64 root (bash dev.sh arm64 builds it) and "
-                                                   "EDGECNN_ARM64 is not 1, or not root")
+@pytest.mark.skipif(not emulation_wanted(), reason="set EDGECNN_ARM64=1 (as root) to run artifacts in the emulated "
+                                                   "arm64 root (built on first use, about 10 minutes)")
 def test_artifacts_run_in_the_emulated_root_as_on_x86(x86_run, tmp_path):
     from tools.arm64emu.outputs import emulated_outputs
 
     share, files, _, labels = x86_run
     artifacts = [share / path for path in files.values()]
     try:
-        results = emulated_outputs(artifacts, share / "pixels.npz", tmp_path / "arm.npz", x86_out=tmp_path / "x86.npz")
+        results = emulated_outputs(artifacts, share / "pixels.npz", tmp_path / "arm.npz", x86_out=tmp_path / "x86.npz",
+                                   wait=False)
     except host.InfraSkip as skip:
         pytest.skip(skip.reason)
     assert all(r.ok for r in results), [r.reason for r in results if not r.ok]

@@ -16,6 +16,7 @@ import argparse
 import datetime as dt
 import os
 import shlex
+import signal
 import sys
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -77,9 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS + ("-h", "--help"):
         argv.insert(0, "check")
     args = parser().parse_args(argv)
+    # SIGTERM (CI's timeout, kill) unwinds like Ctrl-C: temporary folders are removed, the lock released.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     from edgecnn.converters.zoo import cache_dir
 
-    log = FileLog(cache_dir() / "arm64-last.log")
+    log = FileLog(cache_dir() / "arm64-logs" / f"{dt.datetime.now():%Y%m%d-%H%M%S}-{args.command}-{os.getpid()}.log")
     console.print(f"arm64: full log in {log.path}", highlight=False)
     try:
         with output_to(log.path) if args.command != "shell" else nullcontext():

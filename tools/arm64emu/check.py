@@ -122,6 +122,12 @@ def run_videos(side: Side, models: list[seeds.SeedArtifacts], formats: Optional[
     return errors
 
 
+def merge_errors(into: dict[str, str], more: dict[str, str]) -> None:
+    """Both sides' failures of one artifact are kept, not the second over the first."""
+    for key, text in more.items():
+        into[key] = f"{into[key]}; {text}" if key in into else text
+
+
 def run_bench(side: Side, models: list[seeds.SeedArtifacts], formats: Optional[tuple[str, ...]], runs: int,
               share: Path) -> dict:
     """One `edgecnn bench` of the chosen artifacts at 1 thread; its bench.json (failed rows included)."""
@@ -253,7 +259,7 @@ def check(project: Path, options: CheckOptions, log: Log, progress: Callable[[st
                     failures["outputs"] = error
                 progress(f"{side.name}: edgecnn run on the video")
                 with stages(f"{side.name}: edgecnn run, one per artifact"):
-                    failures.update(run_videos(side, models, options.run_formats, share))
+                    merge_errors(failures, run_videos(side, models, options.run_formats, share))
                 progress(f"{side.name}: edgecnn bench")
                 with stages(f"{side.name}: edgecnn bench"):
                     bench[side.name] = run_bench(side, models, options.bench_formats, options.bench_runs, share)

@@ -122,28 +122,30 @@ def check_reachable(url: str, what: str, timeout: float = 30) -> None:
 
 
 def ensure_packages(mirror: str, log: Log) -> str:
-    """QEMU user mode >= 8 and debootstrap installed (apt, from bookworm-backports for QEMU); its version."""
+    """QEMU user mode >= 8 (from bookworm-backports on bookworm) and debootstrap installed; QEMU's version."""
     version = qemu_version()
-    if version is not None and version >= QEMU_MIN and shutil.which("debootstrap"):
-        return ".".join(map(str, version))
-    if shutil.which("apt-get") is None:
+    apt = []
+    if version is None or version < QEMU_MIN:
+        apt.append(["-t", "bookworm-backports", "qemu-user-static"] if os_release().get("VERSION_CODENAME") == "bookworm"
+                   else ["qemu-user-static"])
+    if shutil.which("debootstrap") is None:
+        apt.append(["debootstrap"])
+    if apt and shutil.which("apt-get") is None:
         raise InfraSkip("qemu-aarch64 >= 8 and debootstrap are needed and there is no apt-get to install them")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    codename = os_release().get("VERSION_CODENAME", "")
-    qemu_args = ["qemu-user-static"]
-    if (version is None or version < QEMU_MIN) and codename == "bookworm":
+    if apt and "bookworm-backports" in apt[0]:
         check_reachable(f"{mirror}/dists/bookworm-backports/InRelease", "the bookworm-backports archive")
         if not BACKPORTS_LIST.exists():
             BACKPORTS_LIST.write_text(f"Types: deb\nURIs: {mirror}\nSuites: bookworm-backports\nComponents: main\n"
                                       "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
             log(f"wrote {BACKPORTS_LIST} (backports have apt priority 100: nothing else is upgraded from them)")
-        qemu_args = ["-t", "bookworm-backports", "qemu-user-static"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     try:
-        run_tool(["apt-get", "update", "-qq"], log, timeout=600, env=env)
-        run_tool(["apt-get", "install", "-y", "-qq", *qemu_args], log, timeout=900, env=env)
-        run_tool(["apt-get", "install", "-y", "-qq", "debootstrap"], log, timeout=900, env=env)
+        if apt:
+            run_tool(["apt-get", "update", "-qq"], log, timeout=600, env=env)
+        for args in apt:
+            run_tool(["apt-get", "install", "-y", "-qq", *args], log, timeout=900, env=env)
     except subprocess.CalledProcessError as exc:
-        raise InfraSkip(f"apt-get could not install {' '.join(qemu_args)} / debootstrap: {last_line(exc)}") from None
+        raise InfraSkip(f"apt-get could not install {' / '.join(a[-1] for a in apt)}: {last_line(exc)}") from None
     version = qemu_version()
     if version is None or version < QEMU_MIN:
         raise InfraSkip(f"qemu-aarch64 {version} is installed; >= {QEMU_MIN[0]} is needed (7.2 shows the x86 "

@@ -74,14 +74,15 @@ def renamed(npz: Path, staged: dict[str, str], dest: Path) -> None:
 
 def emulated_outputs(artifacts: list[str | Path], inputs: Path, out: Path, cpu: str = "cortex-a72",
                      x86_out: Optional[Path] = None, log: Log = lambda _: None,
-                     project: Optional[Path] = None) -> list[Agreement]:
-    """Run ``artifacts`` on ``inputs`` in the emulated root and on x86; arm64 outputs to ``out``."""
+                     project: Optional[Path] = None, wait: bool = True) -> list[Agreement]:
+    """Run ``artifacts`` on ``inputs`` in the emulated root and on x86; arm64 outputs to ``out``.
+    Raises InfraSkip (host cannot emulate; or, ``wait`` False, the root is busy) or CheckFailed."""
     project = project or Path(__file__).resolve().parents[2]
     with tempfile.TemporaryDirectory(prefix="edgecnn-arm64-outputs-") as tmp:
         share = Path(tmp)
         staged = stage([str(a) for a in artifacts], Path(inputs), share)
         x86 = run_guest(x86_side(log), staged, share)
-        with emulated_root(project, cpu, log, Stages(log)) as (root, _):
+        with emulated_root(project, cpu, log, Stages(log), wait=wait) as (root, _):
             arm = run_guest(arm_side(root, log), staged, share)
         if machine_of(arm) != "aarch64":
             raise CheckFailed(f"the emulated outputs report machine {machine_of(arm)!r}, not aarch64")

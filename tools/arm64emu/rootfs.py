@@ -62,13 +62,16 @@ class Root:
 
 # -- the cache ----------------------------------------------------------------------------------------------
 @contextmanager
-def locked(cache: Path, log: Log) -> Iterator[None]:
-    """Hold the root's lock for the whole session (build, installs, runs)."""
+def locked(cache: Path, log: Log, wait: bool = True) -> Iterator[None]:
+    """Hold the root's lock for the whole session (build, installs, runs); InfraSkip when another session
+    holds it and ``wait`` is False."""
     cache.mkdir(parents=True, exist_ok=True)
     with open(cache / "arm64-root.lock", "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if not wait:
+                raise InfraSkip("the arm64 root is in use by another session") from None
             log("waiting for another session using the arm64 root to finish")
             fcntl.flock(handle, fcntl.LOCK_EX)
         yield

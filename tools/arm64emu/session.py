@@ -125,9 +125,10 @@ def prepare_host(log: Log, stages: Stages, mirror: Optional[str] = None) -> dict
 
 
 @contextmanager
-def emulated_root(project: Path, cpu: str, log: Log, stages: Stages,
-                  mirror: Optional[str] = None) -> Iterator[tuple[Root, dict]]:
-    """Everything up to a root with this checkout's wheel installed, the lock held while it is used."""
+def emulated_root(project: Path, cpu: str, log: Log, stages: Stages, mirror: Optional[str] = None,
+                  wait: bool = True) -> Iterator[tuple[Root, dict]]:
+    """Everything up to a root with this checkout's wheel installed, the lock held while it is used
+    (``wait`` False: InfraSkip at once when another session holds it)."""
     from edgecnn.converters.zoo import cache_dir
 
     if cpu not in CPU_PARTS:
@@ -137,7 +138,7 @@ def emulated_root(project: Path, cpu: str, log: Log, stages: Stages,
     with tempfile.TemporaryDirectory(prefix="edgecnn-wheel-") as wheel_dir:
         with stages("x86: build the wheel"):
             wheel = build_wheel(project, Path(wheel_dir), log)
-        with locked(cache, log):
+        with locked(cache, log, wait):
             if not (cache / "arm64-root" / "etc" / "edgecnn-root.json").exists():
                 host.check_reachable(f"{info['mirror']}/dists/bookworm/InRelease", "the Debian mirror")
             root = ensure_root(cache, str(info["mirror"]), cpu, log, stages)
