@@ -5,7 +5,7 @@
     bash dev.sh arm64 --models mnist_cnn,dave2 --run-formats tflite-int8,onnx-int8 --results /tmp/r
     bash dev.sh arm64 outputs A_int8.onnx B.tflite --inputs pixels.npz --out arm64.npz [--x86-out x86.npz]
     bash dev.sh arm64 shell -- edgecnn doctor   # any command in the root (its venv's bin first on PATH)
-    bash dev.sh arm64 clean                     # delete the cached root (~/.cache/edgecnn/arm64-root)
+    bash dev.sh arm64 clean                     # delete the cached root and conversions (~/.cache/edgecnn/arm64-*)
 
 Exit status: 0 arm64 agrees with x86, 1 it does not (or the device side failed there), 2 bad usage,
 77 skipped: this machine cannot host the check (no root, binfmt_misc, mirror or package index), reason printed.
@@ -16,6 +16,7 @@ import argparse
 import datetime as dt
 import os
 import shlex
+import shutil
 import signal
 import sys
 from contextlib import contextmanager, nullcontext
@@ -202,7 +203,8 @@ def clean(log: FileLog) -> int:
     with locked(cache, log):
         for name in ("arm64-root", "arm64-root.building"):
             remove_root(cache / name, log)
-    console.print(f"deleted the arm64 root under {cache}", highlight=False)
+        shutil.rmtree(cache / "arm64-seeds" / "converted", ignore_errors=True)  # plain files: no mounts there
+    console.print(f"deleted the arm64 root and the converted seed models under {cache}", highlight=False)
     return 0
 
 

@@ -241,7 +241,7 @@ def check(project: Path, options: CheckOptions, log: Log, progress: Callable[[st
     prepare_host(log, stages, options.mirror)
     progress(f"training / converting {len(options.models)} seed models on x86 (cached after the first run)")
     with stages("x86: train + convert the seed models"):
-        models = [seeds.convert_seed(name, seeds_cache(), project) for name in options.models]
+        models = seeds.convert_seeds(options.models, seeds_cache(), project, log)
     with work_folder(options.work) as share:
         stage_inputs(models, options.frames, share)
         progress("building the wheel and the arm64 root (cached), installing edgecnn[device] there")

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 import numpy as np
 
 from edgecnn.manifest import ColorOrder, Manifest, Preprocessing
 
 TRAIN_EPOCHS = 2
-CALIB_SAMPLES = 100
+# Calibration images per seed; fewer for MobileNetV2, whose ONNX Runtime calibration keeps every activation.
+CALIB_SAMPLES = {"default": 100, "mobilenet_v2": 32}
 WEIGHTS = {
     "mnist_cnn": "trained embedded default (6 epochs)",
     "mnist_mlp": f"trained {TRAIN_EPOCHS} epochs on MNIST digits",
@@ -95,8 +99,13 @@ def keras_model(name: str, cache: Path) -> Path:
     return path
 
 
-def convert_seed(name: str, cache: Path, project: Path) -> SeedArtifacts:
-    """Every format of one seed model, converted (and verified) by edgecnn convert, cached."""
+def spread(count: int, total: int) -> np.ndarray:
+    """``count`` indices spread over ``total``: the bundled digits are sorted by class."""
+    return np.linspace(0, total - 1, count).astype(int)
+
+
+def convert_seed(name: str, cache: Path, project: Path) -> Path:
+    """Every format of one seed model, converted (and verified) by edgecnn convert, cached; its folder."""
     from edgecnn.converters.pipeline import ConvertOptions, convert
     from edgecnn.data import mnist_sample
     from edgecnn.fileio import atomic_path, sha256_of
@@ -104,25 +113,34 @@ def convert_seed(name: str, cache: Path, project: Path) -> SeedArtifacts:
     cache.mkdir(parents=True, exist_ok=True)
     keras_path = keras_model(name, cache)
     folder = cache / "converted" / f"{name}-{sha256_of(keras_path)[:12]}-{source_key(project)}"
-    if not (folder / "manifest.json").is_file():
-        with atomic_path(folder) as tmp:
-            data = tmp.parent / f".{name}-data-{os.getpid()}"
-            data.mkdir(parents=True, exist_ok=True)
-            try:
-                calib, val = data / "calib.npy", data / "val.npz"
-                np.save(calib, digits_at(mnist_sample("train").images[:CALIB_SAMPLES], model_shape(name)))
-                held_out = mnist_sample("val")
-                labelled = "trained" in WEIGHTS[name]
-                if labelled:
-                    np.savez(val, x=digits_at(held_out.images, model_shape(name)), y=held_out.labels)
-                convert(keras_path, calib=calib, val=val if labelled else None, out=tmp,
-                        options=ConvertOptions(calib_samples=CALIB_SAMPLES, force=True, progress=False))
-            finally:
-                for leftover in data.glob("*"):
-                    leftover.unlink()
-                data.rmdir()
-    manifest = Manifest.read(folder / "manifest.json")
-    return SeedArtifacts(name, folder, manifest, WEIGHTS[name])
+    if (folder / "manifest.json").is_file():
+        return folder
+    samples = CALIB_SAMPLES.get(name, CALIB_SAMPLES["default"])
+    with atomic_path(folder) as tmp, tempfile.TemporaryDirectory(prefix=f"edgecnn-{name}-data-") as data:
+        calib, val = Path(data) / "calib.npy", Path(data) / "val.npz"
+        train = mnist_sample("train")
+        np.save(calib, digits_at(train.images[spread(samples, len(train))], model_shape(name)))
+        labelled = "trained" in WEIGHTS[name]
+        if labelled:
+            held_out = mnist_sample("val")
+            np.savez(val, x=digits_at(held_out.images, model_shape(name)), y=held_out.labels)
+        convert(keras_path, calib=calib, val=val if labelled else None, out=tmp,
+                options=ConvertOptions(calib_samples=samples, force=True, progress=False))
+    return folder
+
+
+def convert_seeds(names: tuple[str, ...], cache: Path, project: Path, log: Callable[[str], None]) -> list[SeedArtifacts]:
+    """Each seed converted in a child process of its own: TensorFlow's memory (about 10 GB for MobileNetV2)
+    is returned between models, and this process never imports TensorFlow."""
+    from tools.arm64emu.host import run_tool
+
+    models = []
+    for name in names:
+        done = run_tool([sys.executable, "-m", "tools.arm64emu.seeds", name, str(cache)], log, cwd=project,
+                        timeout=7200, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        folder = Path(done.stdout.strip().splitlines()[-1])
+        models.append(SeedArtifacts(name, folder, Manifest.read(folder / "manifest.json"), WEIGHTS[name]))
+    return models
 
 
 def model_pixels(bgr: np.ndarray, manifest: Manifest) -> np.ndarray:
@@ -130,3 +148,7 @@ def model_pixels(bgr: np.ndarray, manifest: Manifest) -> np.ndarray:
     from edgecnn.preprocess import prepare_batch
 
     return prepare_batch(bgr, manifest.preprocessing, ColorOrder.BGR)
+
+
+if __name__ == "__main__":  # the child convert_seeds starts: python -m tools.arm64emu.seeds NAME CACHE
+    print(convert_seed(sys.argv[1], Path(sys.argv[2]), Path(__file__).resolve().parents[2]))
