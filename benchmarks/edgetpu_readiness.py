@@ -34,17 +34,16 @@ def calib(shape: tuple[int, ...], count: int = 8) -> np.ndarray:
 
 def seed_row(name: str, work: Path) -> dict:
     from edgecnn.converters import zoo
-    from edgecnn.converters.edgetpu_compiler import compiler_ready_model, readiness
+    from edgecnn.converters.edgetpu_compiler import compiler_ready_model
 
     start = time.perf_counter()
     path = compiler_ready_model(zoo.build_seed(name), calib(zoo.SEED_MODELS[name].input_shape), work / f"{name}.tflite")
     built = time.perf_counter() - start
-    return row(name, readiness(path, work / "compiled"), built)
+    return row(name, readiness(path, work), built)
 
 
 def dynamic_row(work: Path) -> dict:
     from edgecnn.converters import zoo
-    from edgecnn.converters.edgetpu_compiler import readiness
     from edgecnn.converters.tflite import convert_bytes
 
     start = time.perf_counter()
@@ -52,21 +51,27 @@ def dynamic_row(work: Path) -> dict:
     zoo.build_seed("mnist_cnn").export(str(saved), format="tf_saved_model", verbose=False)
     path = work / "mnist_cnn_dynamic_int8.tflite"
     path.write_bytes(convert_bytes(saved, "int8", calib((28, 28, 1))))
-    return row("mnist_cnn, dynamic batch (pipeline's tflite-int8)", readiness(path, work / "compiled"),
+    return row("mnist_cnn, dynamic batch (a plain model.export SavedModel)", readiness(path, work),
                time.perf_counter() - start)
 
 
 def leaky_row(work: Path) -> dict:
     import keras
 
-    from edgecnn.converters.edgetpu_compiler import compiler_ready_model, readiness
+    from edgecnn.converters.edgetpu_compiler import compiler_ready_model
 
     model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(8, 3, name="conv"),
                               keras.layers.LeakyReLU(name="leaky"), keras.layers.Conv2D(8, 3, name="conv_after"),
                               keras.layers.GlobalAveragePooling2D(name="gap"), keras.layers.Dense(4, name="head")])
     start = time.perf_counter()
     path = compiler_ready_model(model, calib((16, 16, 3)), work / "leaky.tflite")
-    return row("small CNN with LeakyReLU", readiness(path, work / "compiled"), time.perf_counter() - start)
+    return row("small CNN with LeakyReLU", readiness(path, work), time.perf_counter() - start)
+
+
+def readiness(path: Path, work: Path):
+    from edgecnn.converters.edgetpu_compiler import EdgeTpuRequest, edgetpu_readiness
+
+    return edgetpu_readiness(path, request=EdgeTpuRequest(out_dir=work / "compiled"))
 
 
 def row(name: str, result, build_s: float) -> dict:
@@ -75,6 +80,8 @@ def row(name: str, result, build_s: float) -> dict:
     return {"model": name, "ops": len(report.ops), "on_edgetpu": report.mapped, "on_cpu": report.on_cpu,
             "first_unsupported": None if first is None else f"{first.op} in {first.layer}: {first.reason}",
             "problems": list(report.problems), "summary": report.summary(), "build_s": round(build_s, 2),
+            "subgraphs": report.subgraphs, "assumption": report.assumption(), "ready": result.ready_line(),
+            "may_not_map": sorted({op.op for op in report.caveats}),
             "compiler": None if result.compiler is None else result.to_dict()["compiler"],
             "notes": list(result.notes)}
 
@@ -82,15 +89,16 @@ def row(name: str, result, build_s: float) -> dict:
 def markdown(rows: list[dict], meta: dict) -> str:
     lines = ["# Edge TPU readiness (static check against Coral's documented requirements)", "",
              f"Measured {meta['date']} on {meta['machine']}; command: `{meta['command']}`.",
-             f"edgetpu_compiler on PATH: {meta['compiler']}.", "",
+             f"edgetpu_compiler on PATH: {meta['compiler']}. {rows[0]['assumption'] if rows else ''}.", "",
              "| model | ops | on Edge TPU | on CPU | first op not mapped | notes |", "|---|---|---|---|---|---|"]
     for r in rows:
-        notes = "; ".join(r["problems"]) or ""
+        notes = "; ".join(r["problems"] + ([f"may not map: {', '.join(r['may_not_map'])}"] if r["may_not_map"] else []))
         lines.append(f"| {r['model']} | {r['ops']} | {r['on_edgetpu']} | {r['on_cpu']} | "
                      f"{r['first_unsupported'] or '—'} | {notes} |")
     lines += ["", "Per operator (op, count, status):", ""]
     for r in rows:
         lines.append(f"- {r['model']}: " + ", ".join(f"{op}×{n} ({status})" for op, n, status in r["summary"]))
+    lines += ["", "Compiler-ready model per row:", ""] + [f"- {r['model']}: {r['ready']}" for r in rows]
     return "\n".join(lines) + "\n"
 
 

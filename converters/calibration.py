@@ -14,7 +14,7 @@ import numpy as np
 
 from edgecnn.data import Dataset
 from edgecnn.errors import DataError, UsageError
-from edgecnn.manifest import Interpolation, ColorOrder, Preprocessing, ResizeMode
+from edgecnn.manifest import ColorOrder, Interpolation, Layout, Preprocessing, ResizeMode
 from edgecnn.preprocess import prepare_batch, to_float
 
 TINY_CALIBRATION = 50  # fewer samples than this give unstable int8 ranges
@@ -54,7 +54,7 @@ def build_preprocessing(input_shape: tuple[int, ...], request: PrepRequest, laye
     A Rescaling/Normalization layer inside the model already scales pixels, so by default pixels are fed
     at 0..255 (scale 1) instead of being divided by 255 a second time.
     """
-    height, width, channels, flatten = _geometry(input_shape, request.color)
+    height, width, channels, layout = _geometry(input_shape, request.color)
     color = request.color or (ColorOrder.GRAY if channels == 1 else ColorOrder.RGB)
     if (color == ColorOrder.GRAY) != (channels == 1):
         raise UsageError(f"--color {color.value} gives {1 if color == ColorOrder.GRAY else 3} channel(s) but the model "
@@ -69,7 +69,7 @@ def build_preprocessing(input_shape: tuple[int, ...], request: PrepRequest, laye
     prep = Preprocessing(height=height, width=width, color=color, resize=request.resize,
                          interpolation=request.interpolation,
                          scale=default_scale if request.scale is None else float(request.scale),
-                         mean=request.mean or (0.0,), std=request.std or (1.0,), invert=request.invert, flatten=flatten)
+                         mean=request.mean or (0.0,), std=request.std or (1.0,), invert=request.invert, layout=layout)
     try:
         prep.validate()
     except Exception as exc:  # ManifestError: present it as a usage problem of the options
@@ -77,12 +77,19 @@ def build_preprocessing(input_shape: tuple[int, ...], request: PrepRequest, laye
     return prep, tuple(notes)
 
 
-def _geometry(input_shape: tuple[int, ...], color: Optional[ColorOrder]) -> tuple[int, int, int, bool]:
+def _geometry(input_shape: tuple[int, ...], color: Optional[ColorOrder]) -> tuple[int, int, int, Layout]:
+    """(height, width, channels, layout) of an image model input (without the batch axis)."""
     if len(input_shape) == 3 and input_shape[2] in (1, 3):
-        return input_shape[0], input_shape[1], input_shape[2], False
-    if len(input_shape) == 2:  # (H, W): the manifest describes images with a channel axis or flat vectors
-        raise UsageError(f"model input shape {input_shape} has no channel axis",
-                         "give the model an (H, W, 1) input (keras.Input((H, W, 1))) or a flat (H*W,) one")
+        return input_shape[0], input_shape[1], input_shape[2], Layout.NHWC
+    if len(input_shape) == 3 and input_shape[0] in (1, 3) and min(input_shape[1:]) > 4:
+        raise UsageError(f"model input shape {input_shape} is channels_first (C, H, W)",
+                         "rebuild the model channels_last (keras.config.set_image_data_format('channels_last'), "
+                         "Input((H, W, C))) and copy the weights, then convert it")
+    if len(input_shape) == 2:  # (H, W): a grey image without a channel axis (Input((28, 28)) -> Flatten)
+        if color in (ColorOrder.RGB, ColorOrder.BGR):
+            raise UsageError(f"model input shape {input_shape} has no channel axis: it takes grey images",
+                             "leave --color out (or pass --color gray)")
+        return input_shape[0], input_shape[1], 1, Layout.HW
     if len(input_shape) == 1:  # a flat vector: a square grey (or colour) image flattened
         size = input_shape[0]
         channels = 3 if color in (ColorOrder.RGB, ColorOrder.BGR) else 1
@@ -90,9 +97,9 @@ def _geometry(input_shape: tuple[int, ...], color: Optional[ColorOrder]) -> tupl
             channels = 3
         side = math.isqrt(size // channels)
         if side * side * channels == size:
-            return side, side, channels, True
-    raise UsageError(f"model input shape {input_shape} is not an image (H, W, 1|3) or a flattened square image",
-                     "edgecnn converts image classifiers")
+            return side, side, channels, Layout.FLAT
+    raise UsageError(f"model input shape {input_shape} is not an image (H, W, 1|3), (H, W) or a flattened square "
+                     "image", "edgecnn converts image classifiers")
 
 
 def model_inputs(dataset: Dataset, prep: Preprocessing, input_shape: tuple[int, ...], role: str) -> ModelInputs:

@@ -1,30 +1,35 @@
-"""The Edge TPU compiler: a compiler-ready model, running ``edgetpu_compiler`` when it is installed, and
-parsing its log into the same (operator, count, status) table as the static prediction.
+"""Edge TPU readiness end to end: the compiler-ready model, ``edgetpu_compiler`` when it is installed (run with
+the same ``-m`` and ``-a`` the prediction assumes), its log parsed into the same (operator, count, status) rows,
+and the two compared row by row.
 
-The compiler-ready model is full-integer int8 with every tensor size fixed (batch 1): a model exported
-with a dynamic batch computes Flatten's shape at run time (SHAPE, STRIDED_SLICE and PACK on int32),
-which the Edge TPU cannot run. The compiler is an x86-64 Debian package from Coral's apt repository;
-without it the prediction stands alone, and the report says how to get the compiler.
+The compiler-ready model is full-integer int8 with every tensor size fixed (batch 1): a model exported with a
+dynamic batch computes Flatten's shape at run time (SHAPE, STRIDED_SLICE and PACK on int32), which the Edge TPU
+cannot run. From a Keras model it is written here; a .tflite that already is one is compiled as is; any other
+.tflite (float, 16x8, dynamic sizes) cannot be made ready without its Keras model, and the result says why.
+The compiler is an x86-64 Debian package from Coral's apt repository; without it the prediction stands alone.
+Log format: as printed by compilers 14.1 to 16.0 in published logs (see edgecnn.devices.edgetpu_ops).
 """
 from __future__ import annotations
 
-import contextlib
-import io
+import os
 import re
 import shutil
 import subprocess
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
-from edgecnn.converters.edgetpu_check import COMPILER_HELP, EdgeTpuReport, check_edgetpu
+from edgecnn.devices.edgetpu_check import EdgeTpuOptions, EdgeTpuReport, check_edgetpu, load_graph, ready_as_is
+from edgecnn.devices.edgetpu_ops import COMPILER_HELP, MAPPED
 from edgecnn.errors import ConversionError
 
 COMPILER = "edgetpu_compiler"
 COMPILE_TIMEOUT_S = 600
+READY_SUFFIX = "_int8_edgetpu_ready.tflite"
 _ROW = re.compile(r"^([A-Z][A-Z0-9_]*)\s+(\d+)\s+(\S.*?)\s*$")
 
 
@@ -40,35 +45,50 @@ class CompilerLog:
     total_ops: Optional[int] = None
 
     def mapped(self) -> int:
-        return sum(count for _, count, status in self.rows if status.startswith("Mapped to Edge TPU"))
+        return sum(count for _, count, status in self.rows if status == MAPPED)
+
+
+@dataclass(frozen=True)
+class EdgeTpuRequest:
+    """Where the ready and compiled models go, whether they may be overwritten, and the compiler's -m / -a."""
+
+    out_dir: Optional[Path] = None          # default: edgecnn-out/<model name> (Keras) or beside the .tflite
+    force: bool = False
+    options: EdgeTpuOptions = EdgeTpuOptions()
 
 
 @dataclass(frozen=True)
 class Readiness:
-    ready_model: Path
     prediction: EdgeTpuReport
+    ready_model: Optional[Path]             # a file that exists: written here, or the input when ready as is
+    ready_note: str                         # how it was made, or why none can be
     compiler: Optional[CompilerLog] = None
     compiled_model: Optional[Path] = None
     notes: tuple[str, ...] = field(default=())
 
-    def comparison(self) -> list[tuple[str, int, int, str]]:
-        """(operator, predicted on Edge TPU, compiler on Edge TPU, agree?) per operator type."""
-        predicted: dict[str, int] = {}
-        for op in self.prediction.ops:
-            predicted[op.op] = predicted.get(op.op, 0) + int(op.on_edgetpu)
-        compiled: dict[str, int] = {}
+    def comparison(self) -> list[tuple[str, str, int, int, str]]:
+        """(operator, status, predicted count, compiler count, "yes" | "NO") per row of either table."""
+        predicted = Counter({(name, status): count for name, count, status in self.prediction.summary()})
+        compiled = Counter()
         for name, count, status in (self.compiler.rows if self.compiler else ()):
-            compiled[name] = compiled.get(name, 0) + (count if status.startswith("Mapped") else 0)
-        names = list(dict.fromkeys(list(predicted) + list(compiled)))
-        return [(n, predicted.get(n, 0), compiled.get(n, 0), "yes" if predicted.get(n, 0) == compiled.get(n, 0) else "NO")
-                for n in names]
+            compiled[(name, status)] += count
+        keys = list(dict.fromkeys(list(predicted) + list(compiled)))
+        return [(name, status, predicted[(name, status)], compiled[(name, status)],
+                 "yes" if predicted[(name, status)] == compiled[(name, status)] else "NO") for name, status in keys]
+
+    def ready_line(self) -> str:
+        if self.ready_model is None:
+            return f"no compiler-ready model: {self.ready_note}"
+        return f"compiler-ready model: {self.ready_model} ({self.ready_note})"
 
     def to_dict(self) -> dict[str, Any]:
         from edgecnn.manifest import _to_jsonable  # noqa: PLC0415
 
-        return {"ready_model": str(self.ready_model), "prediction": self.prediction.to_dict(),
+        return {"ready_model": None if self.ready_model is None else str(self.ready_model),
+                "ready_note": self.ready_note, "prediction": self.prediction.to_dict(),
                 "compiler": None if self.compiler is None else _to_jsonable(self.compiler),
                 "compiled_model": None if self.compiled_model is None else str(self.compiled_model),
+                "comparison": [list(row) for row in self.comparison()] if self.compiler else [],
                 "notes": list(self.notes)}
 
 
@@ -76,32 +96,91 @@ def find_compiler() -> Optional[str]:
     return shutil.which(COMPILER)
 
 
-def readiness(ready_model: Path, out_dir: Path) -> Readiness:
-    """Predict the partition of ``ready_model``; compile it too when the compiler is on PATH."""
-    prediction = check_edgetpu(ready_model)
+def edgetpu_readiness(model: Any, samples: Optional[np.ndarray] = None,
+                      request: EdgeTpuRequest = EdgeTpuRequest()) -> Readiness:
+    """Readiness of ``model``: a .tflite path, or a Keras model / LoadedModel with ``samples`` (float32 model
+    input, (N, *input shape), the representative dataset of its full-int8 conversion).
+
+    Raises OutputExistsError when an output exists and ``request.force`` is False, ConversionError when the
+    conversion or the compiler fails, ModelLoadError for an unreadable .tflite."""
+    from edgecnn.fileio import check_writable_dir, refuse_overwrite  # noqa: PLC0415
+
+    path = getattr(model, "path", model)
+    if isinstance(path, (str, Path)) and str(path).lower().endswith(".tflite"):
+        out_dir = Path(request.out_dir or Path(path).parent)
+        ready, note = _tflite_ready(Path(path))
+        if ready is not None and find_compiler():
+            refuse_overwrite(compiled_outputs(ready, out_dir), request.force)
+        return _finish(Path(path), ready, note, out_dir, request)
+    if samples is None:
+        raise ConversionError("the Edge TPU check of a Keras model needs calibration samples",
+                              "pass --calib DATA (images, .npy/.npz, or mnist)")
+    name = getattr(model, "name", "model")
+    out_dir = Path(request.out_dir or Path("edgecnn-out") / name)
+    ready = out_dir / f"{name}{READY_SUFFIX}"
+    refuse_overwrite([ready] + (compiled_outputs(ready, out_dir) if find_compiler() else []), request.force)
+    check_writable_dir(out_dir)
+    compiler_ready_model(model, samples, ready)
+    note = "written: full int8, static batch 1"
+    return _finish(ready, ready, note, out_dir, request)
+
+
+def _tflite_ready(path: Path) -> tuple[Optional[Path], str]:
+    ok, why = ready_as_is(load_graph(path))
+    if ok:
+        return path, "already full int8 with static shapes: compiled as is"
+    return None, (f"{path.name} cannot be made compiler-ready without its Keras model ({why}); run "
+                  "edgecnn inspect MODEL.keras --target edgetpu --calib DATA, which writes a full-int8 batch-1 copy")
+
+
+def _finish(checked: Path, ready: Optional[Path], note: str, out_dir: Path, request: EdgeTpuRequest) -> Readiness:
+    options = request.options
+    prediction = check_edgetpu(checked, options)
+    if ready is None:
+        return Readiness(prediction, None, note)
+    floats = [p for p in prediction.problems if p.startswith("not fully int8")]
+    if floats:
+        note += f"; but {floats[0]}"
     compiler = find_compiler()
     if compiler is None:
-        return Readiness(Path(ready_model), prediction,
-                         notes=(f"{COMPILER} is not on PATH: the partition is predicted from Coral's documented "
-                                f"requirements; to compile, {COMPILER_HELP}",))
-    log, compiled = run_compiler(compiler, Path(ready_model), Path(out_dir))
-    return Readiness(Path(ready_model), prediction, log, compiled, (f"compiled with {COMPILER} {log.version}",))
+        return Readiness(prediction, ready, note, notes=(
+            f"{COMPILER} is not on PATH: the partition is predicted from Coral's documented requirements; to "
+            f"compile, {COMPILER_HELP}",))
+    log, compiled = run_compiler(compiler, ready, out_dir, options, request.force)
+    return Readiness(prediction, ready, note, log, compiled,
+                     (f"compiled with {COMPILER} {log.version} {' '.join(options.compiler_args())}",))
 
 
-def run_compiler(compiler: str, model: Path, out_dir: Path) -> tuple[CompilerLog, Path]:
+def run_compiler(compiler: str, model: Path, out_dir: Path, options: EdgeTpuOptions = EdgeTpuOptions(),
+                 force: bool = False) -> tuple[CompilerLog, Path]:
+    """Run ``edgetpu_compiler -s -m N [-a]`` on ``model``; its .tflite and .log land in ``out_dir`` only
+    when it succeeds (it writes into a scratch folder first), and never over existing ones without ``force``."""
+    from edgecnn.fileio import refuse_overwrite  # noqa: PLC0415
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        done = subprocess.run([compiler, "-s", "-o", str(out_dir), str(model)], check=True, capture_output=True,
-                              text=True, timeout=COMPILE_TIMEOUT_S)
-    except subprocess.CalledProcessError as exc:
-        last = (exc.stdout or "").strip().splitlines()[-1:] or (exc.stderr or "").strip().splitlines()[-1:] or ["?"]
-        raise ConversionError(f"{COMPILER} failed on {model.name} (exit {exc.returncode}: {last[0][:200]})",
-                              "see the prediction table for the operations it cannot map") from None
-    except subprocess.TimeoutExpired:
-        raise ConversionError(f"{COMPILER} did not finish within {COMPILE_TIMEOUT_S} s on {model.name}") from None
-    log_file = out_dir / f"{model.stem}_edgetpu.log"
-    text = done.stdout + ("\n" + log_file.read_text(errors="replace") if log_file.is_file() else "")
-    return parse_compiler_log(text), out_dir / f"{model.stem}_edgetpu.tflite"
+    outputs = compiled_outputs(model, out_dir)
+    refuse_overwrite(outputs, force)
+    with tempfile.TemporaryDirectory(prefix=".edgetpu-", dir=out_dir) as scratch:
+        command = [compiler, "-s", *options.compiler_args(), "-o", scratch, str(model)]
+        try:
+            done = subprocess.run(command, check=True, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
+        except subprocess.CalledProcessError as exc:
+            lines = (exc.stdout or "").strip().splitlines() or (exc.stderr or "").strip().splitlines() or ["?"]
+            raise ConversionError(f"{COMPILER} failed on {model.name} (exit {exc.returncode}: {lines[-1][:200]})",
+                                  "see the prediction table for the operations it cannot map") from None
+        except subprocess.TimeoutExpired:
+            raise ConversionError(f"{COMPILER} did not finish within {COMPILE_TIMEOUT_S} s on {model.name}") from None
+        log_file = Path(scratch) / outputs[1].name
+        text = done.stdout + ("\n" + log_file.read_text(errors="replace") if log_file.is_file() else "")
+        for made, final in zip((Path(scratch) / outputs[0].name, log_file), outputs):
+            if made.is_file():
+                os.replace(made, final)
+    return parse_compiler_log(text), outputs[0]
+
+
+def compiled_outputs(model: Path, out_dir: Path) -> list[Path]:
+    """The compiled model and the operation log edgetpu_compiler writes for ``model`` into ``out_dir``."""
+    return [out_dir / f"{model.stem}_edgetpu.tflite", out_dir / f"{model.stem}_edgetpu.log"]
 
 
 def parse_compiler_log(text: str) -> CompilerLog:
@@ -126,44 +205,20 @@ def parse_compiler_log(text: str) -> CompilerLog:
 
 
 def compiler_ready_model(loaded: Any, samples: np.ndarray, out_path: Path, io_type: str = "int8") -> Path:
-    """Write the full-int8, batch-1, static-shape .tflite of a Keras model that the compiler accepts."""
-    import tensorflow as tf  # noqa: PLC0415
-
+    """Write the full-int8, batch-1, static-shape .tflite that the compiler accepts, from a Keras model, a
+    LoadedModel or a SavedModel folder (through the one SavedModel export and the pipeline's int8 converter)."""
+    from edgecnn.converters.formats import IoType  # noqa: PLC0415
+    from edgecnn.converters.steps import export_savedmodel  # noqa: PLC0415
+    from edgecnn.converters.tflite import convert_bytes  # noqa: PLC0415
     from edgecnn.fileio import write_bytes_atomic  # noqa: PLC0415
 
-    model = loaded.keras_model if hasattr(loaded, "keras_model") else loaded
-    if model is None:
-        raise ConversionError("the Edge TPU check needs a Keras model (.keras/.h5) or a full-int8 .tflite",
-                              "convert the SavedModel to .tflite with edgecnn convert --formats tflite-int8 first")
-    shape = [1, *[int(d) for d in model.inputs[0].shape[1:]]]
     with tempfile.TemporaryDirectory(prefix="edgecnn-edgetpu-") as work:
-        # A SavedModel with a batch-1 signature (a traced concrete function would keep its weights as
-        # resource variables the converter does not freeze).
-        with contextlib.redirect_stdout(io.StringIO()):
-            model.export(work, format="tf_saved_model", verbose=False,
-                         input_signature=[tf.TensorSpec(shape, tf.float32)])
-        converter = tf.lite.TFLiteConverter.from_saved_model(work)
-        flat = _convert_int8(tf, converter, samples, io_type)
+        saved = Path(work) / "savedmodel"
+        export_savedmodel(loaded, saved)  # its "serve_batch1" signature: every tensor size fixed
+        flat = convert_bytes(saved, "int8", np.ascontiguousarray(samples, dtype=np.float32), IoType(io_type),
+                             model=loaded)
     write_bytes_atomic(Path(out_path), flat)
     return Path(out_path)
-
-
-def _convert_int8(tf: Any, converter: Any, samples: np.ndarray, io_type: str) -> bytes:
-    from edgecnn.converters.inspect_tflite import _quiet  # noqa: PLC0415
-
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    data = np.ascontiguousarray(samples, dtype=np.float32)
-    converter.representative_dataset = lambda: ([data[i:i + 1]] for i in range(len(data)))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = converter.inference_output_type = {"int8": tf.int8, "uint8": tf.uint8}[io_type]
-    try:
-        with _quiet():
-            flat = converter.convert()
-    except Exception as exc:  # noqa: BLE001 - the converter raises many types
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ConversionError(f"full-int8 conversion for the Edge TPU failed ({first})",
-                              "the model uses an op with no int8 TFLite kernel") from None
-    return bytes(flat)
 
 
 def _search(pattern: str, text: str) -> Optional[str]:

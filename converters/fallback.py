@@ -99,9 +99,10 @@ def cumulative(groups: Sequence[Sequence[str]]) -> list[tuple[str, ...]]:
 def auto_fallback(loaded: Any, family: str, calib: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
                   max_drop: float, out_path: Path, io: str = "int8", per_channel: bool = True,
                   calib_method: str = "minmax", inspect_samples: int = 100,
-                  on_step: Optional[Callable[[FallbackStep], None]] = None) -> FallbackReport:
+                  on_step: Optional[Callable[[FallbackStep], None]] = None, onnx: Any = None) -> FallbackReport:
     """The pipeline's one call: write the int8 artifact of ``family`` at ``out_path`` within ``max_drop``.
 
+    ``onnx``: the onnx-int8 settings (edgecnn.converters.onnx_targets.OnnxInt8Settings; None: the default).
     Writes ``<out_path>.fallback.json`` (the report) in every case; raises AccuracyBudgetError (with the
     report as ``.report``) when even the last step misses the budget. ``val_x`` is float model input.
     """
@@ -113,7 +114,7 @@ def auto_fallback(loaded: Any, family: str, calib: np.ndarray, val_x: np.ndarray
     with tempfile.TemporaryDirectory(prefix="edgecnn-fallback-") as tmp:
         work = Path(tmp)
         build, groups = _tflite_plan(loaded, calib, io, per_channel, inspect_samples) if family == "tflite" else \
-            _onnx_plan(loaded, calib, calib_method, per_channel, inspect_samples, work)
+            _onnx_plan(loaded, calib, calib_method, per_channel, inspect_samples, work, onnx)
         measure = _tflite_measure(val_x, val_y) if family == "tflite" else _onnx_measure(val_x, val_y)
         report, last = search(build, measure, groups, max_drop, keras_accuracy, len(val_x), family, work, on_step)
         write_bytes_atomic(Path(out_path), last.read_bytes())
@@ -140,10 +141,14 @@ def fallback_artifact(job: Any, verify_data: Any, max_drop: float) -> tuple[Any,
     try:
         report = auto_fallback(job.model, family, job.calib_inputs, verify_data.inputs, verify_data.labels, max_drop,
                                Path(job.out_path), io=str(getattr(job.io, "value", job.io)), per_channel=job.per_channel,
-                               calib_method=job.calib_method)
+                               calib_method=job.calib_method, onnx=job.onnx)
     except AccuracyBudgetError as exc:
         report = exc.report
     notes = embed_metadata(family, Path(job.out_path), job.metadata) if job.metadata else ()
+    if family == "onnx":
+        from edgecnn.converters.onnx_step import int8_notes  # noqa: PLC0415
+
+        notes = int8_notes(Path(job.out_path), job) + notes
     inp, out = _io_specs(family, Path(job.out_path))
     kept = ", ".join(report.kept_float) or "none"
     summary = (f"--fallback auto: {len(report.steps) - 1} step(s), kept in float: {kept}; "
@@ -206,22 +211,25 @@ def _tflite_measure(val_x: np.ndarray, val_y: np.ndarray) -> Measure:
 
 # -- ONNX ------------------------------------------------------------------------------------------
 def _onnx_plan(loaded: Any, calib: np.ndarray, method: str, per_channel: bool, samples: int,
-               work: Path) -> tuple[Build, list]:
+               work: Path, onnx: Any = None) -> tuple[Build, list]:
     from edgecnn.converters.inspect import keras_layer_names, rank  # noqa: PLC0415
     from edgecnn.converters.inspect_onnx import prepared_graph, qdq_rows  # noqa: PLC0415
     from edgecnn.converters.onnx_export import export_onnx  # noqa: PLC0415
     from edgecnn.converters.onnx_quant import quantize_onnx  # noqa: PLC0415
+    from edgecnn.converters.onnx_targets import onnx_settings  # noqa: PLC0415
 
+    settings = onnx if onnx is not None else onnx_settings()
     fp32 = work / "fp32.onnx"
     export_onnx(loaded.keras_model if loaded.keras_model is not None else loaded.path, fp32)
     graph = prepared_graph(fp32, keras_layer_names(loaded), work)
     full = work / "inspect-int8.onnx"
-    quantize_onnx(fp32, calib, full, method=method, per_channel=per_channel)
+    quantize_onnx(fp32, calib, full, method=method, per_channel=per_channel, settings=settings)
     subset = np.ascontiguousarray(calib[:samples], dtype=np.float32)
     groups = [row.keep_float for row in rank(qdq_rows(fp32, full, subset, graph, work))]
 
     def build(keep: tuple[str, ...], path: Path) -> None:
-        quantize_onnx(fp32, calib, path, method=method, per_channel=per_channel, nodes_to_exclude=graph.nodes_of(keep))
+        quantize_onnx(fp32, calib, path, method=method, per_channel=per_channel, nodes_to_exclude=graph.nodes_of(keep),
+                      settings=settings)
 
     return build, groups
 

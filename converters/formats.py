@@ -55,7 +55,8 @@ FORMATS: dict[str, FormatSpec] = {
     "onnx-fp32": FormatSpec("onnx-fp32", "onnx", "fp32", "_fp32.onnx", _ONNX,
                             description="ONNX float32 (SavedModel + tf2onnx)"),
     "onnx-int8": FormatSpec("onnx-int8", "onnx", "int8", "_int8.onnx", _ONNX, needs_calibration=True,
-                            description="ONNX int8 QDQ (ONNX Runtime quantize_static), per-channel"),
+                            description="ONNX int8 QDQ (ONNX Runtime quantize_static), per-channel; "
+                                        "activation type per --onnx-target"),
 }
 
 DEFAULT_FORMATS = tuple(FORMATS)

@@ -19,13 +19,14 @@ unit ``--fallback auto`` works with.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Iterable, Optional, Sequence
+from pathlib import Path
+from typing import Any, Iterable, Optional
 
 import numpy as np
 
+from edgecnn.devices.flatbuf import layer_of  # noqa: F401 - re-exported: the inspect modules name layers with it
 from edgecnn.errors import DataError, UsageError
 
 SQNR_CAP_DB = 120.0  # an exact tensor (no rounding error at all) reports this instead of infinity
@@ -48,6 +49,9 @@ class InspectOptions:
     top: int = 10                    # rows in the printed table
     per_channel: bool = True         # per-channel weights, as the convert pipeline builds them
     calib_method: str = "minmax"     # ONNX activation ranges
+    edgetpu: Any = None              # target='edgetpu': an edgecnn.converters.edgetpu_compiler.EdgeTpuRequest
+    onnx_target: str = "x86"         # ONNX int8 settings (edgecnn.converters.onnx_targets), as convert --onnx-target
+    onnx_full_int8: bool = False     # as convert --onnx-full-int8
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,8 @@ class InspectResult:
     layers: tuple[LayerError, ...]   # worst first
     notes: tuple[str, ...] = ()
     audit: Any = None                # edgecnn.converters.calib_audit.CalibrationAudit, when the CLI ran one
-    edgetpu: Any = None              # edgecnn.converters.edgetpu_check.EdgeTpuReport for --target edgetpu
+    edgetpu: Any = None              # edgecnn.converters.edgetpu_compiler.Readiness for target='edgetpu'
+    fusion: tuple = ()               # edgecnn.converters.onnx_graph.FusionReport per ONNX int8 model
 
     @property
     def worst(self) -> Optional[LayerError]:
@@ -94,6 +99,9 @@ class InspectResult:
             out["calibration_audit"] = self.audit.to_dict()
         if self.edgetpu is not None:
             out["edgetpu"] = self.edgetpu.to_dict()
+        if self.fusion:
+            out["fusion"] = [dict(_to_jsonable(report), fused_count=report.fused_count,
+                                  float_count=report.float_count, summary=report.summary()) for report in self.fusion]
         return out
 
 
@@ -101,38 +109,73 @@ def inspect(model: Any, calib: Any, target: Optional[Target | str] = None,
             options: InspectOptions = InspectOptions()) -> InspectResult:
     """Per-layer int8 error of ``model`` (a LoadedModel, keras.Model or model path) on ``calib`` samples.
 
-    ``calib``: float32 model input (N, *input shape), or a ModelInputs. With ``target='edgetpu'`` the
-    model may also be a full-int8 .tflite file: the result then carries the Edge TPU readiness report.
+    ``calib``: float32 model input (N, *input shape), or a ModelInputs. With ``target='edgetpu'`` the model
+    may also be a .tflite path (``calib`` unused); ``options.edgetpu`` (an EdgeTpuRequest) says where the
+    compiler-ready model goes, ``force``, and the compiler's runtime (-m) and -a. The result's ``edgetpu`` is
+    then an edgecnn.converters.edgetpu_compiler.Readiness and ``layers`` is empty. With ``options.family``
+    ONNX the result also carries the fusion report of the int8 model built. An ``.onnx`` file, or a folder of
+    them (edgecnn convert's output), needs no ``calib``: the result is each model's fusion report (quantized
+    nodes fused into integer kernels vs run in float on this machine).
+
+    Raises DataError (calibration samples of the wrong shape or dtype), UsageError (an unknown model or
+    target), OutputExistsError (an output exists, no force), ConversionError, ModelLoadError.
     """
     if target is not None and Target(str(getattr(target, "value", target)).lower()) == Target.EDGETPU:
         return _inspect_edgetpu(model, calib, options)
+    artifacts = onnx_artifacts(model)
+    if artifacts:
+        from edgecnn.converters.onnx_graph import fusion_report  # noqa: PLC0415
+
+        return InspectResult(Family.ONNX, _stem(str(model)), 0, (), (),
+                             fusion=tuple(fusion_report(path) for path in artifacts))
+    if options.family == Family.ONNX:
+        from edgecnn.converters.onnx_targets import onnx_settings  # noqa: PLC0415
+
+        onnx_settings(options.onnx_target)  # an unknown target fails before the model is loaded
     loaded = _as_loaded(model)
     samples = calib_array(calib, loaded.input_shape)[: options.samples]
+    fusion: tuple = ()
     if options.family == Family.ONNX:
         from edgecnn.converters.inspect_onnx import onnx_layer_errors  # noqa: PLC0415
 
-        rows, notes = onnx_layer_errors(loaded, samples, options)
+        rows, notes, fusion = onnx_layer_errors(loaded, samples, options)
     else:
         from edgecnn.converters.inspect_tflite import tflite_layer_errors  # noqa: PLC0415
 
         rows, notes = tflite_layer_errors(loaded, samples, options)
-    return InspectResult(Family(options.family), loaded.name, len(samples), rank(rows), tuple(notes))
+    return InspectResult(Family(options.family), loaded.name, len(samples), rank(rows), tuple(notes), fusion=fusion)
+
+
+def onnx_artifacts(model: Any) -> list:
+    """The .onnx files ``model`` names: itself, or those in a folder that is not a SavedModel; else []."""
+    from pathlib import Path  # noqa: PLC0415
+
+    if not isinstance(model, (str, Path)):
+        return []
+    path = Path(model)
+    if path.suffix.lower() == ".onnx":
+        if not path.is_file():
+            from edgecnn.errors import InputPathError  # noqa: PLC0415
+
+            raise InputPathError(f"{path} does not exist", "give an .onnx file from edgecnn convert")
+        return [path]
+    if path.is_dir() and not (path / "saved_model.pb").exists():
+        return sorted(path.glob("*.onnx"))
+    return []
 
 
 def _inspect_edgetpu(model: Any, calib: Any, options: InspectOptions) -> InspectResult:
-    from edgecnn.converters.edgetpu_check import check_edgetpu  # noqa: PLC0415
-    from edgecnn.converters.edgetpu_compiler import compiler_ready_model  # noqa: PLC0415
+    from edgecnn.converters.edgetpu_compiler import EdgeTpuRequest, edgetpu_readiness  # noqa: PLC0415
 
+    request = options.edgetpu or EdgeTpuRequest()
     path = str(getattr(model, "path", model))
-    if path.lower().endswith(".tflite"):
-        report = check_edgetpu(path)
-        return InspectResult(Family.TFLITE, _stem(path), 0, (), (), edgetpu=report)
+    if isinstance(model, (str, Path)) and path.lower().endswith(".tflite"):
+        result = edgetpu_readiness(Path(path), request=request)
+        return InspectResult(Family.TFLITE, Path(path).stem, 0, (), (result.ready_line(),), edgetpu=result)
     loaded = _as_loaded(model)
     samples = calib_array(calib, loaded.input_shape)[: options.samples]
-    ready = compiler_ready_model(loaded, samples)
-    report = check_edgetpu(ready)
-    return InspectResult(Family.TFLITE, loaded.name, len(samples), (), (f"compiler-ready model: {ready}",),
-                         edgetpu=report)
+    result = edgetpu_readiness(loaded, samples, request)
+    return InspectResult(Family.TFLITE, loaded.name, len(samples), (), (result.ready_line(),), edgetpu=result)
 
 
 def rank(rows: Iterable[LayerError]) -> tuple[LayerError, ...]:
@@ -180,23 +223,6 @@ def keras_layer_names(loaded: Any) -> tuple[str, ...]:
     return tuple(names)
 
 
-def layer_of(name: str, known: Sequence[str]) -> str:
-    """The Keras layer a TFLite tensor or ONNX node belongs to ("model_1/hidden_1/MatMul;..." -> "hidden")."""
-    first = name.split(";")[0]
-    parts = [p for p in first.split("/") if p and p != "StatefulPartitionedCall"]
-    known_set = set(known)
-    for part in parts[1:] + parts[:1]:
-        base = part.split(":")[0]
-        if base in known_set:
-            return base
-        trimmed = re.sub(r"_\d+$", "", base)
-        if trimmed in known_set:
-            return trimmed
-    if len(parts) >= 2:
-        return re.sub(r"_\d+$", "", parts[1].split(":")[0])
-    return parts[0].split(":")[0] if parts else name
-
-
 # -- data ------------------------------------------------------------------------------------------
 def calib_array(calib: Any, input_shape: tuple[int, ...]) -> np.ndarray:
     """Calibration samples as float32 model input, checked against the model's input shape."""
@@ -214,8 +240,6 @@ def calib_array(calib: Any, input_shape: tuple[int, ...]) -> np.ndarray:
 def _as_loaded(model: Any) -> Any:
     if hasattr(model, "input_shape") and hasattr(model, "keras_model"):
         return model
-    from pathlib import Path  # noqa: PLC0415
-
     from edgecnn.converters.keras_load import LoadedModel, load_model  # noqa: PLC0415
 
     if isinstance(model, (str, Path)):

@@ -57,17 +57,26 @@ class OnnxGraph:
         return [n[0] for n in self.nodes if self.layer(n[0]) in wanted]
 
 
-def onnx_layer_errors(loaded: Any, samples: np.ndarray, options: InspectOptions) -> tuple[list[LayerError], list[str]]:
+def onnx_layer_errors(loaded: Any, samples: np.ndarray, options: InspectOptions
+                      ) -> tuple[list[LayerError], list[str], tuple[Any, ...]]:
+    """Per-tensor errors of the int8 model built with ``options``' ONNX settings, notes, and that model's
+    fusion report (edgecnn.converters.onnx_graph.FusionReport, as a 1-tuple)."""
     from edgecnn.converters.onnx_export import export_onnx  # noqa: PLC0415
+    from edgecnn.converters.onnx_graph import fusion_report  # noqa: PLC0415
     from edgecnn.converters.onnx_quant import quantize_onnx  # noqa: PLC0415
+    from edgecnn.converters.onnx_targets import onnx_settings  # noqa: PLC0415
 
+    settings = onnx_settings(options.onnx_target, full_int8=options.onnx_full_int8)
     with tempfile.TemporaryDirectory(prefix="edgecnn-inspect-onnx-") as work:
-        fp32, int8 = Path(work) / "fp32.onnx", Path(work) / "int8.onnx"
+        fp32, int8 = Path(work) / "fp32.onnx", Path(work) / f"{loaded.name}_int8.onnx"
         export_onnx(loaded.keras_model if loaded.keras_model is not None else loaded.path, fp32)
-        quantize_onnx(fp32, samples, int8, method=options.calib_method, per_channel=options.per_channel)
+        quantize_onnx(fp32, samples, int8, method=options.calib_method, per_channel=options.per_channel,
+                      settings=settings)
         graph = prepared_graph(fp32, keras_layer_names(loaded), Path(work))
         rows = qdq_rows(fp32, int8, samples, graph, Path(work))
-    return rows, [f"ONNX Runtime qdq_loss_debug on {len(samples)} calibration samples ({options.calib_method} ranges)"]
+        fusion = fusion_report(int8)
+    return rows, [f"ONNX Runtime qdq_loss_debug on {len(samples)} calibration samples ({options.calib_method} "
+                  f"ranges); {settings.describe(options.per_channel)}"], (fusion,)
 
 
 def prepared_graph(fp32: Path, known: Sequence[str], work: Path) -> OnnxGraph:

@@ -179,10 +179,8 @@ def encode_for(x: np.ndarray, detail: dict) -> np.ndarray:
 
 
 def _savedmodel(loaded: Any, work: Path) -> Path:
-    if getattr(loaded, "keras_model", None) is None:
-        return Path(loaded.path)
     target = work / "savedmodel"
-    export_savedmodel(loaded.keras_model, target)  # the pipeline's export: inference mode, static batch for TFLite
+    export_savedmodel(loaded, target)  # the pipeline's export: inference mode, frozen weights, static batch for TFLite
     return target
 
 

@@ -37,7 +37,9 @@ class LoadedModel:
     output_shape: tuple[int, ...]  # without the batch dimension
     keras_model: Any = None        # keras.Model for .keras/.h5
     signature: Any = None          # the SavedModel's serving ConcreteFunction
+    saved_object: Any = None       # what tf.saved_model.load returned: keeps the signature's variables alive
     layer_classes: tuple[str, ...] = field(default_factory=tuple)
+    notes: tuple[str, ...] = ()    # what loading changed (a mixed-precision model rebuilt in float32)
 
     @property
     def num_outputs(self) -> int:
@@ -66,7 +68,7 @@ def load_model(path: str | Path, unsafe: bool = False) -> LoadedModel:
         if not (path / "saved_model.pb").is_file():
             raise ModelLoadError(f"folder {path} is not a SavedModel (no saved_model.pb)",
                                  "give a .keras file, a .h5 file or a SavedModel folder")
-        return _load_savedmodel(path)
+        return _checked(_load_savedmodel(path))
     suffix = path.suffix.lower()
     if suffix in KERAS_SUFFIXES:
         config = _keras_zip_config(path)
@@ -77,7 +79,13 @@ def load_model(path: str | Path, unsafe: bool = False) -> LoadedModel:
                              "give a .keras file, a .h5 file or a SavedModel folder")
     if not unsafe:
         _refuse_lambda(config, path)
-    return _load_keras(path, unsafe, "keras" if suffix in KERAS_SUFFIXES else "h5", config)
+    return _checked(_load_keras(path, unsafe, "keras" if suffix in KERAS_SUFFIXES else "h5", config))
+
+
+def _checked(loaded: LoadedModel) -> LoadedModel:
+    from edgecnn.converters.diagnose import preflight  # noqa: PLC0415
+
+    return preflight(loaded)
 
 
 def _keras_zip_config(path: Path) -> dict[str, Any]:
@@ -149,7 +157,7 @@ def _load_keras(path: Path, unsafe: bool, kind: str, config: dict[str, Any]) -> 
     if not isinstance(model, keras.Model) or len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ModelLoadError(f"{path} must be a model with one input and one output", "edgecnn converts single-input classifiers")
     return LoadedModel(path=path, name=_model_name(model.name, path), kind=kind, sha256=sha256_of(path),
-                       input_shape=_shape(model.inputs[0].shape), output_shape=_shape(model.outputs[0].shape),
+                       input_shape=_shape(model.inputs[0].shape, "input"), output_shape=_shape(model.outputs[0].shape, "output"),
                        keras_model=model, layer_classes=tuple(type(layer).__name__ for layer in _all_layers(model)))
 
 
@@ -195,8 +203,8 @@ def _load_savedmodel(path: Path) -> LoadedModel:
     if len(inputs) != 1 or len(outputs) != 1:
         raise ModelLoadError(f"SavedModel {path} must have one input and one output", "edgecnn converts single-input classifiers")
     return LoadedModel(path=path, name=_model_name("", path), kind="savedmodel", sha256=sha256_of(path),
-                       input_shape=_shape(inputs[0].shape), output_shape=_shape(outputs[0].shape),
-                       signature=signature)
+                       input_shape=_shape(inputs[0].shape, "input"), output_shape=_shape(outputs[0].shape, "output"),
+                       signature=signature, saved_object=loaded)
 
 
 def _all_layers(model: Any) -> Iterator[Any]:
@@ -206,12 +214,10 @@ def _all_layers(model: Any) -> Iterator[Any]:
             yield from _all_layers(layer)
 
 
-def _shape(shape: Any) -> tuple[int, ...]:
-    dims = tuple(shape)[1:]
-    if any(d is None for d in dims):
-        raise ModelLoadError(f"the model input/output shape {tuple(shape)} has unknown dimensions",
-                             "give the model a fixed input size (keras.Input((H, W, C)))")
-    return tuple(int(d) for d in dims)
+def _shape(shape: Any, what: str) -> tuple[int, ...]:
+    from edgecnn.converters.diagnose import check_known_dims  # noqa: PLC0415
+
+    return check_known_dims(tuple(shape), what)
 
 
 def _model_name(name: Optional[str], path: Path) -> str:

@@ -103,11 +103,9 @@ def _as_saved_model(model: Any, work_dir: Path) -> Path:
     if not callable(getattr(model, "export", None)):
         raise ConversionError(f"cannot export a {type(model).__name__} to ONNX",
                               "pass a loaded Keras 3 model or a SavedModel folder")
-    try:
-        _inference_model(model).export(str(work_dir), format="tf_saved_model", verbose=False)
-    except Exception as exc:  # noqa: BLE001 - Keras raises many types; report them as one line
-        raise ConversionError(f"Keras could not export the model as a SavedModel ({type(exc).__name__}: "
-                              f"{_first_line(str(exc))})", "check that the model is built and has a fixed input") from None
+    from edgecnn.converters.steps import export_savedmodel  # noqa: PLC0415 - the one SavedModel export
+
+    export_savedmodel(_inference_model(model), work_dir)
     return work_dir
 
 

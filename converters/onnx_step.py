@@ -19,13 +19,29 @@ def build(job: BuildJob) -> BuiltArtifact:
         from edgecnn.converters.onnx_quant import quantize_onnx  # noqa: PLC0415
 
         quantize_onnx(fp32, job.calib_inputs, Path(job.out_path), method=job.calib_method,
-                      per_channel=job.per_channel, nodes_to_exclude=job.keep_float, progress=job.progress)
-        notes = (f"QDQ, calibration {job.calib_method}",)
+                      per_channel=job.per_channel, nodes_to_exclude=job.keep_float, progress=job.progress,
+                      settings=job.onnx)
+        notes = int8_notes(Path(job.out_path), job)
     else:
         shutil.copyfile(fp32, job.out_path)
         notes = ()
     inp, out = onnx_io_specs(Path(job.out_path))
     return BuiltArtifact(fmt=job.fmt, path=Path(job.out_path), input=inp, output=out, notes=notes)
+
+
+def int8_notes(path: Path, job: BuildJob) -> tuple[str, ...]:
+    """The manifest's notes on an int8 QDQ artifact, read back from the written graph."""
+    from edgecnn.converters.onnx_graph import qdq_facts  # noqa: PLC0415
+
+    facts = qdq_facts(path)
+    notes = [f"{job.onnx.describe(job.per_channel)}; calibration {job.calib_method}",
+             f"quantized types: activations {'/'.join(facts.activations) or 'none'}, "
+             f"weights {'/'.join(facts.weights) or 'none'}"]
+    if facts.float_nodes:
+        notes.append("kept in float: " + ", ".join(facts.float_nodes))
+    if facts.float_outputs:
+        notes.append("float outputs (fused with a float result): " + ", ".join(facts.float_outputs))
+    return tuple(notes)
 
 
 def ensure_fp32_onnx(job: BuildJob) -> Path:

@@ -18,18 +18,24 @@ from pathlib import Path
 from typing import Optional
 
 from edgecnn.data import Dataset, load_dataset
-from edgecnn.errors import AccuracyBudgetError, DataError, InputPathError, UsageError
+from edgecnn.errors import (AccuracyBudgetError, ConversionError, ConversionFailedError, DataError, EdgecnnError,
+                            InputPathError, UsageError)
 from edgecnn.interrupts import InterruptGuard, interrupt_guard
 from edgecnn.fileio import check_writable_dir, process_alive, refuse_overwrite, sha256_of, write_text_atomic
-from edgecnn.manifest import MANIFEST_NAME, Interpolation, ArtifactEntry, ColorOrder, Manifest, OutputKind, ResizeMode
+from edgecnn.manifest import (MANIFEST_NAME, ArtifactEntry, ColorOrder, FailedArtifact, Interpolation, Manifest,
+                              OutputKind, ResizeMode)
+from edgecnn.native_log import NativeLog, command_log
+from edgecnn.preprocess import class_count
 
 from edgecnn.converters import calibration as cal
 from edgecnn.converters.formats import FormatSpec, IoType, parse_formats
 from edgecnn.converters.progress import ProgressReporter
 from edgecnn.converters.steps import BuildJob, BuiltArtifact, build_artifact
-from edgecnn.converters.verify import reference_outputs, verify_artifact
+from edgecnn.converters import heads
+from edgecnn.converters.verify import VerifyRule, judge, reference_outputs, verify_artifact
 
 DEFAULT_CALIB_SAMPLES = 200
+LOG_NAME = "convert.log"  # TensorFlow's, the converters' and tf2onnx's own output, beside the artifacts
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 
 
@@ -58,8 +64,12 @@ class ConvertOptions:
     fallback: FallbackMode = FallbackMode.NONE
     per_channel: bool = True
     opset: Optional[int] = None
+    onnx_target: str = "x86"                 # onnx-int8 settings per CPU: x86, x86-avx2, arm64 (onnx_targets)
+    onnx_full_int8: bool = False             # quantize the final Softmax and the logits too
     seed: int = 0
     progress: bool = True
+    output_kind: Optional[OutputKind] = None  # None: decided from the graph's final op and the float outputs
+    min_float_agreement: float = 0.99        # fp32/fp16 artifacts agreeing less with Keras are refused
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,8 @@ class ConvertResult:
     manifest_path: Path
     warnings: tuple[str, ...] = ()
     over_budget: tuple[str, ...] = field(default=())  # artifacts that lost more than --max-drop
+    failed: tuple[FailedArtifact, ...] = ()  # formats refused (build error, NaN, chance level...): not published
+    log_path: Optional[Path] = None  # the converters' own output (convert.log)
 
     def artifact_path(self, name: str) -> Path:
         return self.out_dir / self.manifest.artifact(name).file
@@ -76,7 +88,18 @@ class ConvertResult:
 
 def convert(model: Optional[str | Path] = None, calib: Optional[str | Path] = None, val: Optional[str | Path] = None,
             out: Optional[str | Path] = None, options: ConvertOptions = ConvertOptions()) -> ConvertResult:
-    """Convert ``model`` (None: the embedded default MNIST CNN) to every chosen format, verify, write the manifest."""
+    """Convert ``model`` (None: the embedded default MNIST CNN) to every chosen format, verify, write the manifest.
+
+    Raises UsageError/DataError/ModelLoadError (exit 2) before anything is written; ConversionFailedError
+    (exit 1, ``.result`` set when something was published) when a format failed to build or was refused by
+    verification; AccuracyBudgetError (exit 1) when an artifact lost more than ``max_drop``. What TensorFlow and
+    the converters print goes to ``convert.log`` in the output folder (see ``log_path``).
+    """
+    with command_log("convert") as log:
+        return _convert(model, calib, val, out, options, log)
+
+
+def _convert(model, calib, val, out, options: ConvertOptions, log: NativeLog) -> ConvertResult:
     _check_options(options)
     formats = parse_formats(options.formats)
     if model is None:
@@ -91,7 +114,14 @@ def convert(model: Optional[str | Path] = None, calib: Optional[str | Path] = No
     calib_set, val_set = _load_data(calib, val)
     calib_inputs = cal.model_inputs(calib_set, prep, loaded.input_shape, "calibration") if calib_set else None
     val_inputs = cal.model_inputs(val_set, prep, loaded.input_shape, "validation") if val_set else None
-    labels = _labels(options.labels_file, val_set or calib_set, loaded.num_outputs)
+    chosen_calib, calib_warn = (None, ())
+    if calib_inputs is not None:
+        chosen_calib, calib_warn = cal.choose_calibration(calib_inputs, options.calib_samples, options.seed)
+    float_outputs = loaded.predict(chosen_calib.inputs) if chosen_calib is not None else None
+    _check_float_model(float_outputs)
+    head = heads.decide(loaded, float_outputs, options.output_kind)
+    classes = class_count(head.kind, loaded.num_outputs)
+    labels = _labels(options.labels_file, val_set or calib_set, classes)
     verify_data = val_inputs if val_inputs is not None else calib_inputs
     _check_label_values(verify_data, len(labels))
     if options.max_drop is not None and (verify_data is None or verify_data.labels is None):
@@ -100,17 +130,16 @@ def convert(model: Optional[str | Path] = None, calib: Optional[str | Path] = No
     out_dir = Path(out) if out is not None else Path("edgecnn-out") / loaded.name
     targets = [out_dir / spec.file_name(loaded.name) for spec in formats] + [out_dir / MANIFEST_NAME]
     refuse_overwrite(targets, options.force)
+    created = not out_dir.exists()
     check_writable_dir(out_dir)
 
-    warnings = list(prep_notes)
-    calib_record: dict = {}
-    chosen_calib = None
-    if calib_inputs is not None:
-        chosen_calib, calib_warn = cal.choose_calibration(calib_inputs, options.calib_samples, options.seed)
-        warnings += calib_warn
-        calib_record = cal.calibration_record(chosen_calib, options.calib_method, options.seed, calib_warn)
+    warnings = list(loaded.notes) + list(prep_notes) + list(head.warnings) + list(calib_warn)
+    calib_record = cal.calibration_record(chosen_calib, options.calib_method, options.seed, calib_warn) \
+        if chosen_calib is not None else {}
+    if chosen_calib is not None and any(spec.name == "onnx-int8" for spec in formats):
+        calib_record["onnx-int8"] = _onnx_settings(options).record(options.per_channel)
     manifest = Manifest(model_name=loaded.name, source_sha256=loaded.sha256, input_shape=loaded.input_shape,
-                        preprocessing=prep, labels=labels, output_kind=_output_kind(loaded),
+                        preprocessing=prep, labels=labels, output_kind=head.kind,
                         versions=_versions(), calibration=calib_record,
                         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     manifest.validate()  # what the runners will check when they read it
@@ -120,20 +149,53 @@ def convert(model: Optional[str | Path] = None, calib: Optional[str | Path] = No
     staging = out_dir / f".convert.partial-{os.getpid()}"
     _remove_stale_staging(out_dir)
     staging.mkdir()
+    manifest_path = out_dir / MANIFEST_NAME
     try:
         with interrupt_guard() as guard:
-            entries = _build_all(loaded, formats, staging, chosen_calib, verify_data, manifest, options, reporter,
-                                 guard)
-            manifest = manifest.with_artifacts(tuple(entries))
-            manifest_path = out_dir / MANIFEST_NAME
+            entries, failed = _build_all(loaded, formats, staging, chosen_calib, verify_data, manifest, options,
+                                         reporter, guard)
+            manifest = manifest.with_artifacts(tuple(entries)).with_failed(tuple(failed))
             guard.check()  # a Ctrl-C swallowed inside a native callback still stops before anything is published
-            _publish(staging, out_dir, manifest.to_json())
+            if entries:
+                log.move_to(staging / LOG_NAME)  # published with the artifacts
+                _publish(staging, out_dir, manifest.to_json())
+                log.path = out_dir / LOG_NAME
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # nothing was published: leave no empty folder behind
     result = ConvertResult(out_dir=out_dir, manifest=manifest, manifest_path=manifest_path,
-                           warnings=tuple(warnings), over_budget=_over_budget(entries, options.max_drop))
+                           warnings=tuple(warnings), over_budget=_over_budget(entries, options.max_drop),
+                           failed=tuple(failed), log_path=log.path)
+    _enforce_verification(result)
     _enforce_budget(result, options.max_drop)
     return result
+
+
+def _check_float_model(outputs) -> None:
+    """The Keras model itself must give finite outputs: NaN weights (a diverged training run) or inputs far out
+    of range would make every artifact "fail" for a reason that is not the conversion's."""
+    if outputs is None:
+        return
+    import numpy as np  # noqa: PLC0415
+
+    bad = int(np.sum(~np.isfinite(np.asarray(outputs)).all(axis=1)))
+    if bad:
+        raise ConversionError(f"the Keras model itself outputs NaN or Inf on {bad} of {len(outputs)} calibration "
+                              "samples", "check its weights for NaN (a diverged training run) and the input scale")
+
+
+def _enforce_verification(result: ConvertResult) -> None:
+    """Failed formats make the command fail, in one line naming each artifact and its figure."""
+    if not result.failed:
+        return
+    reasons = "; ".join(f.reason if f.reason.startswith(f.name) else f"{f.name}: {f.reason}" for f in result.failed)
+    published = len(result.manifest.artifacts)
+    where = (f"the other {published} artifact(s) and manifest.json (listing the failure) are in {result.out_dir}"
+             if published else "nothing was written")
+    error = ConversionFailedError(f"{len(result.failed)} artifact(s) failed and were not published: {reasons}", where)
+    error.result = result if published else None
+    raise error
 
 
 def _publish(staging: Path, out_dir: Path, manifest_json: str) -> None:
@@ -156,12 +218,22 @@ def _check_options(options: ConvertOptions) -> None:
         from edgecnn.registry import lookup  # noqa: PLC0415
 
         lookup({m: m for m in CALIB_METHODS}, options.calib_method, "calibration method")
+    _onnx_settings(options)  # an unknown --onnx-target is refused before anything is loaded
     if options.calib_samples <= 0:
         raise UsageError(f"--calib-samples {options.calib_samples} must be positive")
     if options.fallback == FallbackMode.AUTO and options.max_drop is None:
         raise UsageError("--fallback auto needs --max-drop PP", "say how many percentage points int8 may lose")
     if options.max_drop is not None and options.max_drop < 0:
         raise UsageError(f"--max-drop {options.max_drop} must be zero or positive (percentage points)")
+    if not 0.0 <= options.min_float_agreement <= 1.0:
+        raise UsageError(f"--min-float-agreement {options.min_float_agreement} is outside 0..1",
+                         "give a fraction, e.g. 0.99")
+
+
+def _onnx_settings(options: ConvertOptions):
+    from edgecnn.converters.onnx_targets import onnx_settings  # noqa: PLC0415
+
+    return onnx_settings(options.onnx_target, full_int8=options.onnx_full_int8)
 
 
 def _prep_request(options: ConvertOptions) -> cal.PrepRequest:
@@ -188,16 +260,18 @@ def _load_data(calib, val) -> tuple[Optional[Dataset], Optional[Dataset]]:
     return calib_set, val_set
 
 
-def _labels(labels_file: Optional[Path], dataset: Optional[Dataset], num_outputs: int) -> tuple[str, ...]:
+def _labels(labels_file: Optional[Path], dataset: Optional[Dataset], classes: int) -> tuple[str, ...]:
+    """One label per class (a one-unit binary head has two: class 0 below p = 0.5, class 1 at or above)."""
     if labels_file is not None:
         labels = _read_labels(Path(labels_file))
-        if len(labels) != num_outputs:
-            raise DataError(f"labels file {labels_file} has {len(labels)} labels but the model has {num_outputs} outputs",
-                            "give one label per line, one per model output, in output order")
+        if len(labels) != classes:
+            raise DataError(f"labels file {labels_file} has {len(labels)} labels but the model has {classes} classes",
+                            "give one label per line, one per class, in output order (a binary model: two lines, "
+                            "the class of p < 0.5 first)")
         return labels
-    if dataset is not None and dataset.class_names and len(dataset.class_names) == num_outputs:
+    if dataset is not None and dataset.class_names and len(dataset.class_names) == classes:
         return tuple(dataset.class_names)
-    return tuple(str(i) for i in range(num_outputs))
+    return tuple(str(i) for i in range(classes))
 
 
 def _read_labels(path: Path) -> tuple[str, ...]:
@@ -218,49 +292,57 @@ def _check_label_values(data: Optional[cal.ModelInputs], num_classes: int) -> No
                         f"but the model has {num_classes} classes", "label classes 0..N-1 in the model's output order")
 
 
-def _output_kind(loaded) -> OutputKind:
-    model = loaded.keras_model
-    if model is None or not model.layers:
-        return OutputKind.PROBABILITIES
-    last = model.layers[-1]
-    activation = getattr(getattr(last, "activation", None), "__name__", "")
-    if type(last).__name__ == "Softmax" or activation == "softmax" or loaded.num_outputs == 1:
-        return OutputKind.PROBABILITIES
-    return OutputKind.LOGITS
-
-
 def _build_all(loaded, formats, out_dir: Path, calib: Optional[cal.ModelInputs], verify_data, manifest: Manifest,
-               options: ConvertOptions, reporter: ProgressReporter, guard: InterruptGuard) -> list[ArtifactEntry]:
-    entries = []
+               options: ConvertOptions, reporter: ProgressReporter,
+               guard: InterruptGuard) -> tuple[list[ArtifactEntry], list[FailedArtifact]]:
+    """Build and verify each format; one that fails to build or is refused by verification is listed as failed
+    (its file removed from the staging folder) and the others go on."""
+    entries, failed = [], []
     reference = reference_outputs(loaded, verify_data) if verify_data is not None else None
     metadata = manifest.to_json()
+    rule = VerifyRule(min_float_agreement=options.min_float_agreement)
     with tempfile.TemporaryDirectory(prefix="edgecnn-convert-") as work, reporter:
         shared: dict = {}
         for spec in formats:
             job = BuildJob(model=loaded, fmt=spec, out_path=out_dir / spec.file_name(loaded.name),
                            calib_inputs=None if calib is None else calib.inputs, workdir=Path(work), io=options.io,
                            calib_method=options.calib_method, per_channel=options.per_channel, opset=options.opset,
-                           shared=shared, metadata=metadata)
-            built = build_step(job, reporter)
+                           onnx=_onnx_settings(options), shared=shared, metadata=metadata)
+            try:
+                built = build_step(job, reporter)
+            except KeyboardInterrupt:
+                raise
+            except EdgecnnError as exc:
+                if isinstance(exc, (UsageError, DataError)):
+                    raise
+                failed.append(FailedArtifact(spec.name, f"{spec.name}: {exc.one_line()}"))
+                continue
             guard.check()
             verification = None
             if verify_data is not None:
-                with reporter.task(f"verify {spec.name}", len(verify_data)) as advance:
-                    verification = verify_artifact(built.path, spec.family, built.input, built.output, verify_data,
-                                                   manifest.preprocessing, reference, advance)
-            # --fallback auto (issue 5): an int8 artifact over --max-drop is rebuilt with its most harmful
-            # layers kept in float (edgecnn.converters.fallback), then verified again like any artifact.
+                verification = _verify(built, spec, verify_data, manifest, reference, reporter)
+            # --fallback auto: an int8 artifact over --max-drop is rebuilt with its most harmful layers kept in
+            # float (edgecnn.converters.fallback), then verified again like any artifact.
             if _needs_fallback(spec, verification, options):
                 from edgecnn.converters.fallback import fallback_artifact  # noqa: PLC0415
 
                 with reporter.status(f"--fallback auto: {spec.name}"):
                     built, _ = fallback_artifact(job, verify_data, options.max_drop)
-                with reporter.task(f"verify {spec.name}", len(verify_data)) as advance:
-                    verification = verify_artifact(built.path, spec.family, built.input, built.output, verify_data,
-                                                   manifest.preprocessing, reference, advance)
+                verification = _verify(built, spec, verify_data, manifest, reference, reporter)
             guard.check()
+            reason = judge(spec.name, spec.precision, verification, rule) if verification is not None else None
+            if reason is not None:
+                built.path.unlink(missing_ok=True)
+                failed.append(FailedArtifact(spec.name, reason, verification))
+                continue
             entries.append(_entry(built, out_dir, verification))
-    return entries
+    return entries, failed
+
+
+def _verify(built: BuiltArtifact, spec: FormatSpec, data, manifest: Manifest, reference, reporter):
+    with reporter.task(f"verify {spec.name}", len(data)) as advance:
+        return verify_artifact(built.path, spec.family, built.input, built.output, data, manifest.preprocessing,
+                               reference, advance, kind=manifest.output_kind, precision=spec.precision)
 
 
 def _needs_fallback(spec: FormatSpec, verification, options: ConvertOptions) -> bool:

@@ -17,8 +17,11 @@ class ProgressReporter:
             from rich.console import Console  # noqa: PLC0415
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
 
+            from edgecnn.native_log import TerminalStream  # noqa: PLC0415 - stderr may lead to the log now
+
             self._progress = Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
-                                      TimeElapsedColumn(), console=Console(stderr=True), transient=False)
+                                      TimeElapsedColumn(), console=Console(file=TerminalStream(stderr=True)),
+                                      transient=False)
             self._progress.start()
         return self
 
@@ -30,11 +33,18 @@ class ProgressReporter:
     @contextlib.contextmanager
     def task(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
         """Yield ``advance(n)``; the task is marked complete when the block ends without error."""
+        from edgecnn.interrupts import check_pending  # noqa: PLC0415
+
         if self._progress is None:
-            yield lambda n: None
+            yield lambda n: check_pending()
             return
         task_id = self._progress.add_task(description, total=total)
-        yield lambda n: self._progress.advance(task_id, n)
+
+        def advance(n: int) -> None:
+            check_pending()  # a Ctrl-C swallowed by a native library stops the work at the next sample
+            self._progress.advance(task_id, n)
+
+        yield advance
         self._progress.update(task_id, completed=total)
 
     @contextlib.contextmanager

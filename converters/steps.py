@@ -17,6 +17,7 @@ from edgecnn.fileio import atomic_path
 from edgecnn.manifest import TensorSpec
 
 from edgecnn.converters.formats import FormatSpec, IoType
+from edgecnn.converters.onnx_targets import OnnxInt8Settings
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class BuildJob:
     per_channel: bool = True
     keep_float: tuple[str, ...] = ()  # layer/node names to leave in float (the fallback hook)
     opset: Optional[int] = None
+    onnx: OnnxInt8Settings = OnnxInt8Settings()  # onnx-int8: activation type and float head, per target
     shared: dict = field(default_factory=dict, compare=False)  # cache across formats (SavedModel, fp32 ONNX)
     metadata: str = ""             # JSON embedded in the artifact (the manifest without artifact entries)
     progress: Optional[Callable[[int, int], None]] = field(default=None, compare=False)  # calibration (done, total)
@@ -87,21 +89,48 @@ STATIC_BATCH_SIGNATURE = "serve_batch1"
 
 def ensure_savedmodel(job: BuildJob) -> Path:
     """The model as a SavedModel (inference mode), exported once per run into ``job.workdir``; both the
-    TFLite converter and tf2onnx read it."""
-    if job.model.keras_model is None:
-        return Path(job.model.path)
+    TFLite converter and tf2onnx read it. A SavedModel folder is exported again too (see export_savedmodel)."""
     cached = job.shared.get("savedmodel")
     if cached is not None:
         return cached
     target = Path(job.workdir) / "savedmodel"
-    export_savedmodel(job.model.keras_model, target)
+    export_savedmodel(job.model, target)
     job.shared["savedmodel"] = target
     return target
 
 
-def export_savedmodel(keras_model: Any, target: Path) -> None:
-    """Export with an endpoint that calls the model with ``training=False``: model.export alone traces the
-    Random* augmentation layers as random ops (unsupported by TFLite, wrong at inference)."""
+def export_savedmodel(model: Any, target: Path) -> None:
+    """The one SavedModel export: a "serve" signature with a dynamic batch (the default one, read by tf2onnx)
+    and a static batch-1 "serve_batch1" one (read by the TFLite converter), input named ``input``.
+
+    ``model``: a keras.Model, an edgecnn LoadedModel, or a SavedModel folder. A Keras model is called with
+    ``training=False``: model.export alone traces the Random* augmentation layers as random ops (unsupported
+    by TFLite, wrong at inference). A SavedModel folder is re-saved from its loaded serving signature: a
+    ``tf.saved_model.save(keras_model)`` folder holds two resource handles per weight (the signature reads
+    one, the checkpoint restores the other), so the TFLite converter, which restores the checkpoint and
+    freezes by handle, keeps the weights as uninitialised variables (NaN outputs). Re-saved, every weight
+    has one handle and freezes. Raises ConversionError when the export fails.
+    """
+    keras_model = getattr(model, "keras_model", None) if not _is_keras(model) else model
+    try:
+        if keras_model is not None:
+            _export_keras(keras_model, Path(target))
+        else:
+            loaded = _as_loaded(model)  # held here: its signature's variables live as long as it does
+            _export_signature(loaded.signature, Path(target))
+    except EdgecnnError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Keras and TensorFlow raise many types; report one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ConversionError(f"the model could not be exported as a SavedModel ({type(exc).__name__}: {first})",
+                              "check that the model is built and has a fixed input size") from None
+
+
+def _is_keras(model: Any) -> bool:
+    return hasattr(model, "layers") and hasattr(model, "inputs")
+
+
+def _export_keras(keras_model: Any, target: Path) -> None:
     import contextlib  # noqa: PLC0415
     import io  # noqa: PLC0415
 
@@ -121,3 +150,37 @@ def export_savedmodel(keras_model: Any, target: Path) -> None:
     # write_out prints a summary of endpoints to stdout; it is noise in a CLI run.
     with contextlib.redirect_stdout(io.StringIO()):
         archive.write_out(str(target), verbose=False)
+
+
+def _as_loaded(model: Any) -> Any:
+    """A LoadedModel of the SavedModel kind (``.signature``): ``model`` itself, or its folder loaded."""
+    if getattr(model, "signature", None) is not None:
+        return model
+    from edgecnn.converters.keras_load import load_model  # noqa: PLC0415
+
+    path = getattr(model, "path", model)
+    if not isinstance(path, (str, Path)):
+        raise ConversionError(f"cannot export a {type(model).__name__} as a SavedModel",
+                              "pass a Keras model, a loaded model or a SavedModel folder")
+    return load_model(path)
+
+
+def _export_signature(signature: Any, target: Path) -> None:
+    import tensorflow as tf  # noqa: PLC0415
+
+    (name, spec), = signature.structured_input_signature[1].items()
+    shape = tuple(spec.shape[1:])
+    batch = spec.shape[0]
+
+    def call(x):
+        return next(iter(signature(**{name: tf.cast(x, spec.dtype)}).values()))
+
+    module = tf.Module()
+    module.captured_variables = list(signature.variables)  # tracked, so the new SavedModel carries them once each
+    module.serve = tf.function(call, input_signature=[tf.TensorSpec((batch, *shape), tf.float32, name="input")])
+    module.serve_batch1 = tf.function(call, input_signature=[
+        tf.TensorSpec((1 if batch is None else batch, *shape), tf.float32, name="input")])
+    serve = module.serve.get_concrete_function()
+    tf.saved_model.save(module, str(target), signatures={
+        "serving_default": serve, "serve": serve,
+        STATIC_BATCH_SIGNATURE: module.serve_batch1.get_concrete_function()})

@@ -26,7 +26,21 @@ def summary_rows(manifest: Manifest) -> list[dict[str, Any]]:
             "drop_pp": check.drop_pp if check else None,
             "samples": check.samples if check else 0,
             "data": check.data if check else None,
+            "ties": check.ties if check else 0,
+            "max_score_diff": check.max_score_diff if check else None,
+            "status": "ok",
         })
+    for failure in manifest.failed:
+        check = failure.verification
+        rows.append({"artifact": failure.name, "file": None, "size_bytes": None, "size_vs_fp32": None,
+                     "agreement": check.agreement if check else None,
+                     "max_abs_diff": check.max_abs_diff if check else None,
+                     "keras_accuracy": check.keras_accuracy if check else None,
+                     "accuracy": check.accuracy if check else None, "drop_pp": check.drop_pp if check else None,
+                     "samples": check.samples if check else 0, "data": check.data if check else None,
+                     "ties": check.ties if check else 0,
+                     "max_score_diff": check.max_score_diff if check else None,
+                     "status": "failed", "reason": failure.reason})
     return rows
 
 
@@ -40,13 +54,21 @@ def summary_table(manifest: Manifest, title: Optional[str] = None):
     keras = next((r["keras_accuracy"] for r in rows if r["keras_accuracy"] is not None), None)
     if keras is not None:
         caption += f"; Keras top-1 {keras * 100:.1f}%"
+    ties = max((r["ties"] for r in rows), default=0)
+    if ties:
+        caption += f"; up to {ties} tie(s) (Keras's lead within the artifact's numeric error) left out of agree"
+    caption += f"; head: {manifest.output_kind.value}"
+    if any(r["status"] == "failed" for r in rows):
+        caption += "; FAILED: refused, not written (reason below)"
     table = Table(title=title or f"edgecnn convert: {manifest.model_name}", caption=caption)
     table.add_column("artifact", no_wrap=True, min_width=14)
     for column in ("size", "vs fp32", "agree", "max diff", "accuracy", "drop"):
         table.add_column(column, justify="right", no_wrap=True)
     for row in rows:
-        table.add_row(row["artifact"], _size(row["size_bytes"]), _ratio(row["size_vs_fp32"]), _pct(row["agreement"]),
-                      _num(row["max_abs_diff"]), _pct(row["accuracy"]), _drop(row["drop_pp"]))
+        size = "FAILED" if row["status"] == "failed" else _size(row["size_bytes"])
+        table.add_row(row["artifact"], size, _ratio(row["size_vs_fp32"]), _pct(row["agreement"]),
+                      _num(row["max_abs_diff"]), _pct(row["accuracy"]), _drop(row["drop_pp"]),
+                      style="red" if row["status"] == "failed" else None)
     return table
 
 

@@ -24,7 +24,8 @@ _IO_DTYPES = {IoType.INT8: "int8", IoType.UINT8: "uint8", IoType.FLOAT: "float32
 
 def build(job: BuildJob) -> BuiltArtifact:
     savedmodel = ensure_savedmodel(job)
-    data = convert_bytes(savedmodel, job.fmt.precision, job.calib_inputs, job.io, job.per_channel, job.progress)
+    data = convert_bytes(savedmodel, job.fmt.precision, job.calib_inputs, job.io, job.per_channel, job.progress,
+                         model=job.model)
     Path(job.out_path).write_bytes(data)
     inp, out = tflite_io_specs(job.out_path)
     notes = ()
@@ -34,9 +35,17 @@ def build(job: BuildJob) -> BuiltArtifact:
 
 
 def convert_bytes(savedmodel_dir: Path, precision: str, calib_inputs: np.ndarray, io: IoType = IoType.INT8,
-                  per_channel: bool = True, progress=None) -> bytes:
-    """The TFLite flatbuffer of a SavedModel at ``precision``: fp32 | fp16 | dynamic | int8."""
+                  per_channel: bool = True, progress=None, model: Any = None) -> bytes:
+    """The TFLite flatbuffer of a SavedModel at ``precision``: fp32 | fp16 | dynamic | int8.
+
+    ``model`` (the LoadedModel, optional) lets a failure name the Keras layer behind an unsupported op.
+    Raises ConversionError naming the cause (edgecnn.converters.diagnose), also for a flatbuffer whose
+    variables were not frozen.
+    """
     import tensorflow as tf  # noqa: PLC0415
+
+    from edgecnn.converters import diagnose  # noqa: PLC0415
+    from edgecnn.native_log import active  # noqa: PLC0415
 
     converter = _converter(tf, savedmodel_dir)
     if precision == "fp16":
@@ -48,12 +57,15 @@ def convert_bytes(savedmodel_dir: Path, precision: str, calib_inputs: np.ndarray
         _set_full_integer(tf, converter, calib_inputs, io, per_channel, progress)
     elif precision != "fp32":
         raise ConversionError(f"unknown TFLite precision '{precision}'")
+    log = active()
+    mark = log.size() if log is not None else 0
     try:
-        return bytes(converter.convert())
+        data = bytes(converter.convert())
     except Exception as exc:  # noqa: BLE001 - the converter raises ConverterError, RuntimeError, ValueError...
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:240]
-        raise ConversionError(f"TFLite {precision} conversion failed ({first})",
-                              "the model may use an op TFLite does not support") from None
+        text = log.text(since=mark) if log is not None else ""
+        raise diagnose.conversion_error(exc, f"TFLite {precision}", model, text) from None
+    diagnose.check_frozen(data, f"TFLite {precision}")
+    return data
 
 
 def _converter(tf, savedmodel_dir: Path):

@@ -17,8 +17,9 @@ import numpy as np
 from edgecnn.devices.base import Runner, RunnerOptions
 from edgecnn.errors import DataError, InputPathError, ManifestError
 from edgecnn.fileio import sha256_of
-from edgecnn.manifest import ColorOrder, Manifest, OutputKind, Preprocessing, TensorSpec, find_manifest
-from edgecnn.preprocess import InputEncoder, decode_output, prepare_batch, prepare_pixels, resize_image, top_k
+from edgecnn.manifest import ColorOrder, Layout, Manifest, OutputKind, Preprocessing, TensorSpec, find_manifest
+from edgecnn.preprocess import (InputEncoder, above, class_count, decode_scores, prepare_batch, prepare_pixels,
+                                resize_image, top_k)
 
 MAX_LABELS_BYTES = 4 * 1024 * 1024
 NO_PREPROCESSING_HINT = ("pass --manifest PATH, or the preprocessing options --size HxW [--color --resize --scale "
@@ -47,15 +48,24 @@ class StageTimes:
 class ClassifyResult:
     top: tuple[Prediction, ...]  # best first
     times: StageTimes
+    # A multi-label head: every class whose score reaches the threshold (best first); None for other heads.
+    over_threshold: Optional[tuple[Prediction, ...]] = None
 
     @property
     def best(self) -> Prediction:
         return self.top[0]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"top": [{"index": p.index, "label": p.label, "score": round(p.score, 6)} for p in self.top],
-                "ms": {"preprocess": round(self.times.preprocess_ms, 3), "inference": round(self.times.inference_ms, 3),
-                       "postprocess": round(self.times.postprocess_ms, 3)}}
+        out = {"top": [_prediction_dict(p) for p in self.top],
+               "ms": {"preprocess": round(self.times.preprocess_ms, 3), "inference": round(self.times.inference_ms, 3),
+                      "postprocess": round(self.times.postprocess_ms, 3)}}
+        if self.over_threshold is not None:
+            out["over_threshold"] = [_prediction_dict(p) for p in self.over_threshold]
+        return out
+
+
+def _prediction_dict(p: Prediction) -> dict[str, Any]:
+    return {"index": p.index, "label": p.label, "score": round(p.score, 6)}
 
 
 def read_labels(path: Path) -> tuple[str, ...]:
@@ -88,18 +98,25 @@ def _same_quantization(a: TensorSpec, b: TensorSpec) -> bool:
     return not a.quantized or (abs(a.scale - b.scale) <= 1e-6 * max(a.scale, b.scale) and a.zero_point == b.zero_point)
 
 
+def output_units(runner: Runner) -> int:
+    """How many values the model outputs per sample (0 when its shape is not known)."""
+    dims = [d for d in runner.output.shape[1:]] if runner.output.shape else []
+    return int(np.prod(dims)) if dims and all(d > 0 for d in dims) else 0
+
+
 def check_against_model(runner: Runner, prep: Preprocessing, labels: Sequence[str],
-                        manifest: Optional[Manifest]) -> None:
+                        manifest: Optional[Manifest], kind: OutputKind = OutputKind.PROBABILITIES) -> None:
     """Refuse (ManifestError) preprocessing/labels/manifest that do not describe the loaded model."""
     name = runner.model_path.name
     model_shape = tuple(runner.input.shape[1:])
     if tuple(prep.input_shape()) != model_shape:
         raise ManifestError(f"preprocessing produces {prep.input_shape()} but {name} takes {model_shape}",
                             "use the manifest written with this model, or fix the preprocessing options")
-    classes = runner.output.shape[-1] if runner.output.shape else 0
+    units = output_units(runner)
+    classes = class_count(kind, units) if units else 0
     if classes > 0 and len(labels) != classes:
-        raise ManifestError(f"{len(labels)} labels given but {name} outputs {classes} classes",
-                            "use the manifest or labels file written with this model")
+        raise ManifestError(f"{len(labels)} labels given but {name} has {classes} classes ({kind.value} head "
+                            f"of {units} output(s))", "use the manifest or labels file written with this model")
     if manifest is None:
         return
     if tuple(manifest.input_shape) != model_shape:
@@ -128,18 +145,27 @@ class Classifier:
 
     def __init__(self, runner: Runner, prep: Preprocessing, labels: Sequence[str],
                  output_kind: OutputKind = OutputKind.PROBABILITIES, top_k: int = 5,
-                 manifest: Optional[Manifest] = None) -> None:
+                 manifest: Optional[Manifest] = None, threshold: float = 0.5) -> None:
+        if not 0.0 <= float(threshold) <= 1.0:
+            raise DataError(f"threshold {threshold} is outside 0..1", "give a score between 0 and 1, e.g. 0.5")
         self.runner = runner
         self.prep = prep
         self.labels = tuple(labels)
         self.output_kind = OutputKind(output_kind)
         self.top_k = max(1, int(top_k))
+        self.threshold = float(threshold)
         self.manifest = manifest
         self.encoder = InputEncoder.build(prep, runner.input)
         self._uniform = self.encoder.table.shape[0] == 1 or not np.any(self.encoder.table != self.encoder.table[:1])
         # One frame's input tensor, reused for every frame.
         self._buffer = np.empty((1, prep.height, prep.width, prep.channels), dtype=self.encoder.table.dtype)
-        self._batch_view = self._buffer.reshape(1, -1) if prep.flatten else self._buffer
+        layout = Layout(prep.layout)
+        self._batch_view = self._buffer
+        if layout == Layout.FLAT:
+            self._batch_view = self._buffer.reshape(1, -1)
+        elif layout == Layout.HW:
+            self._batch_view = self._buffer.reshape(1, prep.height, prep.width)
+        self._channels_first = layout == Layout.NCHW
         self._cv2 = _optional_cv2()
         # 8-bit inputs with one table for all channels: OpenCV's LUT writes straight into the buffer (2x np.take).
         self._lut8 = self.encoder.table[0].view(np.uint8) if self._uniform and self.encoder.table.itemsize == 1 else None
@@ -149,7 +175,7 @@ class Classifier:
     def open(cls, model_path: Path | str, target: str = "cpu", options: RunnerOptions = RunnerOptions(),
              manifest: Union[Manifest, Path, str, None] = None, prep: Optional[Preprocessing] = None,
              labels: Union[Sequence[str], Path, str, None] = None, top_k: int = 5,
-             output_kind: Optional[OutputKind] = None) -> "Classifier":
+             output_kind: Optional[OutputKind] = None, threshold: float = 0.5) -> "Classifier":
         """Load ``model_path`` on ``target`` with the sidecar manifest (or the given one / explicit ``prep``)."""
         from edgecnn.devices.runners import open_runner
 
@@ -165,10 +191,10 @@ class Classifier:
         try:
             prep = prep or loaded.preprocessing
             prep.validate()
-            names = _labels(labels, loaded, runner)
-            kind = output_kind or (loaded.output_kind if loaded else OutputKind.PROBABILITIES)
-            check_against_model(runner, prep, names, loaded)
-            return cls(runner, prep, names, kind, top_k, loaded)
+            kind = OutputKind(output_kind or (loaded.output_kind if loaded else OutputKind.PROBABILITIES))
+            names = _labels(labels, loaded, runner, kind)
+            check_against_model(runner, prep, names, loaded, kind)
+            return cls(runner, prep, names, kind, top_k, loaded, threshold)
         except BaseException:
             runner.close()
             raise
@@ -189,6 +215,10 @@ class Classifier:
         return prepare_pixels(frame, self.prep, source_color)
 
     def _encode_into_buffer(self, pixels: np.ndarray) -> np.ndarray:
+        batch = self._encode_nhwc(pixels)
+        return np.ascontiguousarray(self._buffer.transpose(0, 3, 1, 2)) if self._channels_first else batch
+
+    def _encode_nhwc(self, pixels: np.ndarray) -> np.ndarray:
         table = self.encoder.table
         if self._lut8 is not None and self._cv2 is not None:
             written = self._cv2.LUT(np.ascontiguousarray(pixels), self._lut8, dst=self._buffer_u8)
@@ -210,13 +240,21 @@ class Classifier:
         t1 = time.perf_counter()
         raw = self.runner.invoke(batch)
         t2 = time.perf_counter()
-        top = self.top_predictions(decode_output(raw, self.runner.output, self.output_kind)[0])
+        scores = decode_scores(raw, self.runner.output, self.output_kind)[0]
+        top = self.top_predictions(scores)
+        active = self.over_threshold(scores) if self.output_kind == OutputKind.MULTILABEL_SIGMOID else None
         t3 = time.perf_counter()
-        return ClassifyResult(top, StageTimes((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3))
+        return ClassifyResult(top, StageTimes((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3), active)
 
     def top_predictions(self, scores: np.ndarray) -> tuple[Prediction, ...]:
-        return tuple(Prediction(i, self.labels[i] if i < len(self.labels) else str(i), s)
-                     for i, s in top_k(scores, self.top_k))
+        return tuple(self._prediction(i, s) for i, s in top_k(scores, self.top_k))
+
+    def over_threshold(self, scores: np.ndarray) -> tuple[Prediction, ...]:
+        """Every class whose (multi-label) score reaches ``self.threshold``, best first."""
+        return tuple(self._prediction(i, s) for i, s in above(scores, self.threshold))
+
+    def _prediction(self, index: int, score: float) -> Prediction:
+        return Prediction(index, self.labels[index] if index < len(self.labels) else str(index), score)
 
     # -- batches ---------------------------------------------------------------------------------------
     def scores(self, pixels: np.ndarray) -> np.ndarray:
@@ -227,11 +265,13 @@ class Classifier:
             raise DataError(f"pixels of shape {pixels.shape} given, expected (N, {', '.join(map(str, expected))})",
                             "prepare them with edgecnn.preprocess.prepare_batch")
         raw = self.runner.invoke(self.encoder(pixels))
-        return decode_output(raw, self.runner.output, self.output_kind)
+        return decode_scores(raw, self.runner.output, self.output_kind)
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         """Top-1 class index of each of (N, H, W, C) prepared uint8 pixels."""
-        return np.argmax(self.scores(pixels), axis=1)
+        from edgecnn.preprocess import top1  # noqa: PLC0415
+
+        return top1(self.scores(pixels))
 
     def classify_images(self, images: Sequence[np.ndarray] | np.ndarray,
                         source_color: ColorOrder = ColorOrder.RGB) -> np.ndarray:
@@ -260,12 +300,13 @@ def _optional_cv2() -> Any:
     return cv2
 
 
-def _labels(labels: Union[Sequence[str], Path, str, None], manifest: Optional[Manifest], runner: Runner) -> tuple[str, ...]:
+def _labels(labels: Union[Sequence[str], Path, str, None], manifest: Optional[Manifest], runner: Runner,
+            kind: OutputKind) -> tuple[str, ...]:
     if isinstance(labels, (str, Path)):
         return read_labels(Path(labels))
     if labels is not None:
         return tuple(str(label) for label in labels)
     if manifest is not None:
         return tuple(manifest.labels)
-    classes = runner.output.shape[-1] if runner.output.shape and runner.output.shape[-1] > 0 else 0
-    return tuple(str(i) for i in range(classes))
+    units = output_units(runner)
+    return tuple(str(i) for i in range(class_count(kind, units) if units else 0))

@@ -14,16 +14,16 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from edgecnn.devices.base import RunnerOptions
-from edgecnn.devices.flatbuf import FlatbufferError, ModelInfo, walk_tflite
+from edgecnn.devices.edgetpu_ops import EDGETPU_CUSTOM_OP
+from edgecnn.devices.flatbuf import TENSOR_TYPES, FlatbufferError, ModelInfo, walk_tflite
 from edgecnn.errors import DeviceError, ModelLoadError, RuntimeMissingError, UsageError
 
-EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
 LIBRARIES = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
 INSTALL_HINT = ("install the Edge TPU runtime: sudo apt-get install libedgetpu1-std "
                 "(Coral apt repository, https://coral.ai/software/#debian-packages)")
-# TFLite TensorType values allowed in a full-integer model (int32 biases, int64 shapes); float ones are refused.
-INTEGER_TYPES = {2: "int32", 3: "uint8", 4: "int64", 6: "bool", 7: "int16", 9: "int8"}
-TYPE_NAMES = {0: "float32", 1: "float16", 10: "float64", 16: "bfloat16", 5: "string", 8: "complex64"}
+# Tensor types of a full-int8 model: 8-bit activations and weights, int32 biases and shape operands, int64
+# shapes, bool masks. Anything else (float, or int16 activations of a 16x8 model) is not an Edge TPU model.
+FULL_INT8_TYPES = frozenset({"int8", "uint8", "int32", "int64", "bool"})
 
 
 def library_name(system: Optional[str] = None) -> str:
@@ -43,17 +43,18 @@ def library_loadable(name: str) -> bool:
 
 
 def check_edgetpu_model(path: Path, allow_cpu_fallback: bool = False) -> ModelInfo:
-    """Refuse a model the Edge TPU cannot run (float tensors; int8 but not compiled, unless fallback is allowed)."""
+    """Refuse a model the Edge TPU cannot run (float or 16-bit tensors; int8 but not compiled, unless fallback
+    is allowed). Raises ModelLoadError (unreadable) or UsageError."""
     try:
         info = walk_tflite(Path(path).read_bytes())
     except (FlatbufferError, OSError) as exc:
         raise ModelLoadError(f"{Path(path).name} is not a readable TFLite model ({exc})") from None
     if EDGETPU_CUSTOM_OP in info.custom_codes:
         return info
-    floats = sorted({TYPE_NAMES.get(t, f"type {t}") for t in info.tensor_types if t not in INTEGER_TYPES})
-    if floats:
-        raise UsageError(f"{Path(path).name} is not a full-int8 model (it has {', '.join(floats)} tensors) "
-                         "and the Edge TPU runs only int8",
+    wrong = sorted({TENSOR_TYPES.get(t, f"type {t}") for t in info.tensor_types} - FULL_INT8_TYPES)
+    if wrong:
+        raise UsageError(f"{Path(path).name} is not a full-int8 model (it has {', '.join(wrong)} tensors) "
+                         "and the Edge TPU runs only 8-bit tensors",
                          "convert with edgecnn convert --formats tflite-int8, then run edgetpu_compiler on it")
     if not allow_cpu_fallback:
         raise UsageError(f"{Path(path).name} is int8 but was not compiled for the Edge TPU, so it would run on the CPU",

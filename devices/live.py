@@ -17,13 +17,13 @@ from typing import Any, Callable, Optional, Union
 from edgecnn.devices.annotate import annotate
 from edgecnn.devices.base import RunnerOptions
 from edgecnn.devices.grabber import Frame, GrabberOptions, LatestFrameGrabber
-from edgecnn.devices.outputs import FrameWindow, JsonlWriter, unpack_result
+from edgecnn.devices.outputs import FrameWindow, JsonlWriter, predictions_json, unpack_result
 from edgecnn.devices.sources import FrameSource, SourceSpec, open_source, parse_source
 from edgecnn.devices.stats import STAGES, LiveStats
 from edgecnn.devices.videofile import VideoRecorder
 from edgecnn.errors import UsageError
 from edgecnn.fileio import refuse_overwrite
-from edgecnn.manifest import ColorOrder, Preprocessing
+from edgecnn.manifest import ColorOrder, OutputKind, Preprocessing
 
 
 STATUS_INTERVAL_S = 0.1  # how often /status.json is refreshed
@@ -46,6 +46,8 @@ class EndReason(str, Enum):
 @dataclass(frozen=True)
 class RunOptions:
     top_k: int = 5
+    threshold: float = 0.5                      # a multi-label head lists every class at or over this score
+    output_kind: Optional[OutputKind] = None    # override the manifest's (or, without one, the default) head kind
     runner: RunnerOptions = field(default_factory=RunnerOptions)
     prep: Optional[Preprocessing] = None        # for a model without a manifest
     labels: Union[tuple[str, ...], str, None] = None  # names, or a labels file (one per line)
@@ -68,6 +70,8 @@ class RunOptions:
     def validate(self) -> None:
         if self.top_k < 1:
             raise UsageError(f"--top-k {self.top_k} is not positive", "give 1 or more")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise UsageError(f"--threshold {self.threshold} is outside 0..1", "give a score such as 0.5")
         if self.max_frames is not None and self.max_frames < 1:
             raise UsageError(f"--max-frames {self.max_frames} is not positive", "give 1 or more")
         if self.duration is not None and self.duration <= 0:
@@ -99,7 +103,8 @@ def open_classifier(model: Path | str, device: str, options: RunOptions):
     from edgecnn.devices.classify import Classifier  # noqa: PLC0415
 
     return Classifier.open(Path(model), target=device, options=options.runner, manifest=options.manifest,
-                           prep=options.prep, labels=options.labels, top_k=options.top_k)
+                           prep=options.prep, labels=options.labels, top_k=options.top_k,
+                           output_kind=options.output_kind, threshold=options.threshold)
 
 
 def run(model: Path | str, device: str = "cpu", source: str = "0", options: RunOptions = RunOptions(), *,
@@ -138,6 +143,7 @@ class _Loop:
         self.index = 0
         self.last_print = 0.0
         self.last_status = 0.0
+        self.over: Optional[list] = None  # the latest frame's multi-label classes over the threshold
         self.jsonl: Optional[JsonlWriter] = None
         self.recorder: Optional[VideoRecorder] = None
         self.server = None
@@ -190,12 +196,15 @@ class _Loop:
 
     def _process(self, frame: Frame, grabber: LatestFrameGrabber) -> bool:
         result = self.classifier.classify(frame.image, source_color=ColorOrder.BGR)
-        top, stage_ms = unpack_result(result)
+        top, stage_ms, over = unpack_result(result)
         ms = {"capture": frame.capture_ms, **stage_ms}
         self.stats.record(ms)
         record = {"frame": self.index, "capture_seq": frame.seq, "timestamp": round(frame.timestamp, 6),
-                  "top_k": [{"index": i, "label": label, "score": round(score, 6)} for i, label, score in top],
-                  "ms": {k: round(v, 3) for k, v in ms.items()}}
+                  "top_k": predictions_json(top)}
+        if over is not None:
+            record["over_threshold"] = predictions_json(over)
+        record["ms"] = {k: round(v, 3) for k, v in ms.items()}
+        self.over = over
         self.index += 1
         if self.jsonl is not None:
             self.jsonl.write(record)
@@ -225,9 +234,11 @@ class _Loop:
             self.server.publish(None, self._status(top, grabber))
 
     def _status(self, top: list, grabber: LatestFrameGrabber) -> dict[str, Any]:
-        return {"frame": self.index, "source": self.spec.describe(),
-                "top_k": [{"index": i, "label": label, "score": round(score, 4)} for i, label, score in top],
-                "stats": self.stats.snapshot(), "dropped": grabber.dropped, "reopens": grabber.reopens}
+        status = {"frame": self.index, "source": self.spec.describe(), "top_k": predictions_json(top, 4),
+                  "stats": self.stats.snapshot(), "dropped": grabber.dropped, "reopens": grabber.reopens}
+        if self.over is not None:
+            status["over_threshold"] = predictions_json(self.over, 4)
+        return status
 
     def _print(self, record: dict[str, Any], grabber: LatestFrameGrabber) -> None:
         every = self.options.print_every
@@ -235,7 +246,8 @@ class _Loop:
         if self.printer is None or every <= 0 or now - self.last_print < every:
             return
         self.last_print = now
-        best = "  ".join(f"{p['label']} {p['score']:.2f}" for p in record["top_k"][:3])
+        shown = record.get("over_threshold", record["top_k"][:3])
+        best = "  ".join(f"{p['label']} {p['score']:.2f}" for p in shown) or "no class over the threshold"
         self.printer(f"frame {record['frame']}: {best}  |  {self.stats.meter.fps():.1f} FPS, "
                      f"dropped {grabber.dropped}")
 

@@ -18,12 +18,20 @@ from edgecnn.devices.sources import has_display
 from edgecnn.errors import OutputPathError, UsageError
 
 
-def unpack_result(result: Any) -> tuple[list[tuple[int, str, float]], dict[str, float]]:
-    """A devices.classify.ClassifyResult -> ([(index, label, score)...], {"preprocess": ms, "inference": ms, ...})."""
+def unpack_result(result: Any) -> tuple[list[tuple[int, str, float]], dict[str, float],
+                                        Optional[list[tuple[int, str, float]]]]:
+    """A devices.classify.ClassifyResult -> ([(index, label, score)...], {"preprocess": ms, ...}, over_threshold),
+    where over_threshold lists a multi-label head's classes at or over its threshold (None for other heads)."""
     top = [(int(p.index), str(p.label), float(p.score)) for p in result.top]
     times = result.times
+    over = getattr(result, "over_threshold", None)
+    active = None if over is None else [(int(p.index), str(p.label), float(p.score)) for p in over]
     return top, {"preprocess": float(times.preprocess_ms), "inference": float(times.inference_ms),
-                 "postprocess": float(times.postprocess_ms)}
+                 "postprocess": float(times.postprocess_ms)}, active
+
+
+def predictions_json(predictions: list[tuple[int, str, float]], digits: int = 6) -> list[dict[str, Any]]:
+    return [{"index": i, "label": label, "score": round(score, digits)} for i, label, score in predictions]
 
 
 class JsonlWriter:

@@ -67,6 +67,13 @@ class ConversionError(EdgecnnError):
     """A converter that failed on a model it should handle."""
 
 
+class ConversionFailedError(EdgecnnError):
+    """One or more formats failed to build or were refused by verification (NaN outputs, a float artifact that
+    disagrees with Keras, chance-level agreement). The others are published; ``result`` carries the report."""
+
+    exit_code = 1
+
+
 class RuntimeMissingError(EdgecnnError):
     """A runtime library (LiteRT, ONNX Runtime, Edge TPU, CUDA) that is not installed or not loadable."""
 

@@ -16,7 +16,9 @@ from typing import Any, Optional
 
 from edgecnn.errors import ManifestError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 1 (no layout, two output kinds, no failed list) still reads: its fields are a subset of version 2's.
+READABLE_SCHEMA_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 
 
@@ -40,8 +42,25 @@ class Interpolation(str, Enum):
 
 
 class OutputKind(str, Enum):
-    PROBABILITIES = "probabilities"  # the model ends in softmax
-    LOGITS = "logits"                # apply softmax after dequantizing
+    """What the model's output means; edgecnn.preprocess.decode_scores turns it into class scores.
+
+    With one output unit, ``logits`` is a binary logit z (scores [1 - sigmoid(z), sigmoid(z)]) and
+    ``binary_sigmoid`` a probability p (scores [1 - p, p]); both have two classes, decided at p >= 0.5.
+    """
+
+    PROBABILITIES = "probabilities"          # ends in softmax: scores as they are
+    LOGITS = "logits"                        # unnormalised: softmax (one unit: sigmoid) after dequantizing
+    BINARY_SIGMOID = "binary_sigmoid"        # Dense(1, sigmoid): two classes [1 - p, p]
+    MULTILABEL_SIGMOID = "multilabel_sigmoid"  # Dense(N, sigmoid): independent scores, never softmaxed
+
+
+class Layout(str, Enum):
+    """How the model's input tensor holds an image (batch axis first, not listed)."""
+
+    NHWC = "nhwc"  # (H, W, C): Keras' channels_last
+    NCHW = "nchw"  # (C, H, W): PyTorch-exported ONNX models
+    HW = "hw"      # (H, W): a grey image without a channel axis (Input((28, 28)) -> Flatten)
+    FLAT = "flat"  # (H * W * C,): an MLP on a flattened image
 
 
 @dataclass(frozen=True)
@@ -57,15 +76,21 @@ class Preprocessing:
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
     invert: bool = False  # MNIST-style white digit on black: invert a dark-on-light camera image
-    flatten: bool = False  # the model takes a flat vector (an MLP on 28x28 -> 784)
+    layout: Layout = Layout.NHWC
 
     @property
     def channels(self) -> int:
         return 1 if self.color == ColorOrder.GRAY else 3
 
+    @property
+    def flatten(self) -> bool:
+        return self.layout == Layout.FLAT
+
     def input_shape(self) -> tuple[int, ...]:
-        shape = (self.height, self.width, self.channels)
-        return (self.height * self.width * self.channels,) if self.flatten else shape
+        """The model input this preprocessing produces, without the batch axis."""
+        h, w, c = self.height, self.width, self.channels
+        return {Layout.NHWC: (h, w, c), Layout.NCHW: (c, h, w), Layout.HW: (h, w),
+                Layout.FLAT: (h * w * c,)}[Layout(self.layout)]
 
     def validate(self) -> None:
         if self.height <= 0 or self.width <= 0:
@@ -78,6 +103,8 @@ class Preprocessing:
             raise ManifestError("preprocessing std contains 0", "std values must be non-zero")
         if self.scale == 0:
             raise ManifestError("preprocessing scale is 0")
+        if Layout(self.layout) == Layout.HW and self.channels != 1:
+            raise ManifestError("an (H, W) input without a channel axis is a grey image", "use color gray")
 
 
 @dataclass(frozen=True)
@@ -97,16 +124,26 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class Verification:
-    """An artifact compared with the Keras model on the same preprocessed samples."""
+    """An artifact compared with the Keras model on the same preprocessed samples.
+
+    ``agreement`` counts only decided samples: those where Keras's top-1 leads its runner-up by more than the
+    artifact's numeric error (``ties`` is how many were not); None when every sample was a tie (an untrained
+    model), and the artifact is then judged by its output difference alone.
+    """
 
     samples: int
     data: str  # "validation" or "calibration"
-    agreement: float  # top-1 agreement with Keras, 0..1
-    max_abs_diff: float  # of the dequantized outputs
+    agreement: Optional[float]  # top-1 agreement with Keras on decided samples, 0..1
+    max_abs_diff: float  # of the dequantized raw outputs (finite samples)
     mean_abs_diff: float
     keras_accuracy: Optional[float] = None  # top-1, 0..1, when labels are known
     accuracy: Optional[float] = None
     drop_pp: Optional[float] = None  # (keras - artifact) * 100
+    ties: int = 0  # samples left out of the agreement: Keras's lead within the artifact's numeric error
+    nonfinite: int = 0  # samples whose outputs hold NaN or Inf
+    max_score_diff: Optional[float] = None  # of the decoded class scores (probabilities), 0..1
+    rel_diff: Optional[float] = None  # max_abs_diff / the reference's output range
+    kappa: Optional[float] = None  # Cohen's kappa of the top-1 agreement: 0 is chance level, 1 perfect
 
 
 @dataclass(frozen=True)
@@ -123,6 +160,15 @@ class ArtifactEntry:
 
 
 @dataclass(frozen=True)
+class FailedArtifact:
+    """A format that was built or verified and refused: not published, listed with the reason."""
+
+    name: str  # format key
+    reason: str  # one line
+    verification: Optional[Verification] = None
+
+
+@dataclass(frozen=True)
 class Manifest:
     model_name: str
     source_sha256: str
@@ -131,6 +177,7 @@ class Manifest:
     labels: tuple[str, ...]
     output_kind: OutputKind = OutputKind.PROBABILITIES
     artifacts: tuple[ArtifactEntry, ...] = ()
+    failed: tuple[FailedArtifact, ...] = ()
     versions: dict[str, str] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=dict)
     created: str = ""
@@ -139,6 +186,9 @@ class Manifest:
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+    def with_failed(self, failed: tuple[FailedArtifact, ...]) -> "Manifest":
+        return dataclasses.replace(self, failed=tuple(failed))
 
     def artifact(self, file_or_name: str) -> ArtifactEntry:
         for entry in self.artifacts:
@@ -169,12 +219,13 @@ class Manifest:
         if not isinstance(raw, dict):
             raise ManifestError("manifest is not a JSON object")
         version = raw.get("schema_version")
-        if isinstance(version, bool) or version != SCHEMA_VERSION:
+        if isinstance(version, bool) or version not in READABLE_SCHEMA_VERSIONS:
             raise ManifestError(f"manifest schema_version {version!r} is not supported",
                                 f"this edgecnn reads version {SCHEMA_VERSION}; re-run edgecnn convert")
         try:
             _known_fields(raw, cls, "manifest")
-            prep = _known_fields(_object(raw["preprocessing"], "preprocessing"), Preprocessing, "preprocessing")
+            prep = _known_fields(_object(raw["preprocessing"], "preprocessing"), Preprocessing, "preprocessing",
+                                 legacy=("flatten",))
             manifest = cls(
                 model_name=_text(raw["model_name"], "model_name"),
                 source_sha256=_text(raw["source_sha256"], "source_sha256"),
@@ -186,11 +237,11 @@ class Manifest:
                     scale=_float(prep.get("scale", 1 / 255), "scale"),
                     mean=tuple(_float(v, "mean") for v in _array(prep.get("mean", [0.0]), "mean")),
                     std=tuple(_float(v, "std") for v in _array(prep.get("std", [1.0]), "std")),
-                    invert=_bool(prep.get("invert", False), "invert"),
-                    flatten=_bool(prep.get("flatten", False), "flatten")),
+                    invert=_bool(prep.get("invert", False), "invert"), layout=_layout(prep)),
                 labels=tuple(_text(label, "label") for label in _array(raw["labels"], "labels")),
                 output_kind=OutputKind(raw.get("output_kind", "probabilities")),
                 artifacts=tuple(_artifact_from_dict(a) for a in _array(raw.get("artifacts", []), "artifacts")),
+                failed=tuple(_failed_from_dict(f) for f in _array(raw.get("failed", []), "failed")),
                 versions={str(k): _text(v, "version") for k, v in _object(raw.get("versions", {}), "versions").items()},
                 calibration=dict(_object(raw.get("calibration", {}), "calibration")),
                 created=_text(raw.get("created", ""), "created"),
@@ -236,14 +287,28 @@ def _artifact_from_dict(raw: Any) -> ArtifactEntry:
     )
 
 
+def _failed_from_dict(raw: Any) -> FailedArtifact:
+    raw = _known_fields(_object(raw, "failed artifact"), FailedArtifact, "failed artifact")
+    verification = raw.get("verification")
+    return FailedArtifact(name=_text(raw["name"], "failed artifact name"), reason=_text(raw["reason"], "reason"),
+                          verification=_verification_from_dict(verification) if verification is not None else None)
+
+
+def _layout(prep: dict[str, Any]) -> "Layout":
+    if "layout" in prep:
+        return Layout(prep["layout"])
+    return Layout.FLAT if _bool(prep.get("flatten", False), "flatten") else Layout.NHWC  # schema version 1
+
+
 def _verification_from_dict(raw: Any) -> Verification:
     raw = _object(raw, "verification")
-    optional = ("keras_accuracy", "accuracy", "drop_pp")
+    optional = ("agreement", "keras_accuracy", "accuracy", "drop_pp", "max_score_diff", "rel_diff", "kappa")
     _known_fields(raw, Verification, "verification")
     return Verification(
         samples=_int(raw["samples"], "samples"), data=_text(raw["data"], "data"),
-        agreement=_float(raw["agreement"], "agreement"), max_abs_diff=_float(raw["max_abs_diff"], "max_abs_diff"),
+        max_abs_diff=_float(raw["max_abs_diff"], "max_abs_diff"),
         mean_abs_diff=_float(raw["mean_abs_diff"], "mean_abs_diff"),
+        ties=_int(raw.get("ties", 0), "ties"), nonfinite=_int(raw.get("nonfinite", 0), "nonfinite"),
         **{k: (None if raw.get(k) is None else _float(raw[k], k)) for k in optional})
 
 
@@ -262,9 +327,10 @@ def _object(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
-def _known_fields(raw: dict[str, Any], kind: type, what: str) -> dict[str, Any]:
-    """Refuse keys this schema version does not define (a typo, or content that is not ours)."""
-    unknown = sorted(str(k) for k in set(raw) - {f.name for f in dataclasses.fields(kind)})
+def _known_fields(raw: dict[str, Any], kind: type, what: str, legacy: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Refuse keys this schema version does not define (a typo, or content that is not ours); ``legacy``
+    names keys of an older schema version that are still read."""
+    unknown = sorted(str(k) for k in set(raw) - {f.name for f in dataclasses.fields(kind)} - set(legacy))
     if unknown:
         shown = ", ".join(repr(k[:40]) for k in unknown[:5])
         raise ValueError(f"{what} has unknown field(s) {shown}")

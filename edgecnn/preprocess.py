@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from edgecnn.errors import DataError
-from edgecnn.manifest import ColorOrder, Interpolation, OutputKind, Preprocessing, ResizeMode, TensorSpec
+from edgecnn.manifest import ColorOrder, Interpolation, Layout, OutputKind, Preprocessing, ResizeMode, TensorSpec
 
 _QRANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
 
@@ -163,9 +163,19 @@ class InputEncoder:
                 raise DataError(f"pixels of shape {pixels.shape} do not have {self.table.shape[0]} channels",
                                 "preprocess images with prepare_batch first")
             out = self.table[np.arange(self.table.shape[0]), pixels]
-        if self.prep.flatten:
-            out = out.reshape(out.shape[0], -1)
-        return out
+        return arrange(out, self.prep.layout)
+
+
+def arrange(encoded: np.ndarray, layout: Layout) -> np.ndarray:
+    """(N, H, W, C) encoded pixels -> the model's input layout (a view, except NCHW which is a copy)."""
+    layout = Layout(layout)
+    if layout == Layout.NHWC:
+        return encoded
+    if layout == Layout.FLAT:
+        return encoded.reshape(encoded.shape[0], -1)
+    if layout == Layout.HW:
+        return encoded.reshape(encoded.shape[:3])
+    return np.ascontiguousarray(encoded.transpose(0, 3, 1, 2))
 
 
 def to_float(pixels: np.ndarray, prep: Preprocessing) -> np.ndarray:
@@ -185,14 +195,70 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     return exp / np.sum(exp, axis=axis, keepdims=True)
 
 
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return np.where(x >= 0, 1.0 / (1.0 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1.0 + np.exp(-np.abs(x))))
+
+
+# -- outputs: the one decoder --------------------------------------------------------------------------
+# Every consumer of a classifier's output (convert's verification, bench's accuracy, `run`'s scores, the
+# web viewer) goes through decode_scores and ranks with top1 / top_k, so a head kind is read one way only.
+def is_binary(kind: OutputKind, units: int) -> bool:
+    """One output unit read as two classes: a sigmoid probability or a logit."""
+    return units == 1 and OutputKind(kind) in (OutputKind.BINARY_SIGMOID, OutputKind.LOGITS)
+
+
+def class_count(kind: OutputKind, units: int) -> int:
+    """How many classes (labels) a head of ``units`` output values has: 2 for a one-unit binary head."""
+    return 2 if is_binary(kind, units) else int(units)
+
+
+def decode_scores(raw: np.ndarray, spec: TensorSpec, kind: OutputKind = OutputKind.PROBABILITIES) -> np.ndarray:
+    """Raw output tensor (N, ...) -> float32 class scores (N, classes), each in [0, 1].
+
+    probabilities: as dequantized; logits: softmax (one unit: [1 - sigmoid(z), sigmoid(z)]);
+    binary_sigmoid: [1 - p, p]; multilabel_sigmoid: the independent scores, never softmaxed.
+    """
+    raw = np.asarray(raw)
+    values = dequantize(raw, spec).reshape(raw.shape[0] if raw.ndim else 1, -1)
+    kind = OutputKind(kind)
+    if is_binary(kind, values.shape[1]):
+        p = sigmoid(values[:, 0]) if kind == OutputKind.LOGITS else values[:, 0].astype(np.float64)
+        return np.stack([1.0 - p, p], axis=1).astype(np.float32)
+    if kind == OutputKind.LOGITS:
+        return softmax(values.astype(np.float64)).astype(np.float32)
+    return values.astype(np.float32)
+
+
 def decode_output(raw: np.ndarray, spec: TensorSpec, kind: OutputKind = OutputKind.PROBABILITIES) -> np.ndarray:
-    """Raw output tensor -> float32 class scores (probabilities when the model ends in softmax or kind is logits)."""
-    scores = dequantize(np.asarray(raw), spec).reshape(np.asarray(raw).shape[0], -1)
-    return softmax(scores).astype(np.float32) if kind == OutputKind.LOGITS else scores
+    """Alias of :func:`decode_scores` (class scores, (N, classes) float32)."""
+    return decode_scores(raw, spec, kind)
+
+
+def ranking(scores: np.ndarray) -> np.ndarray:
+    """Class indices of each row of (N, classes) scores, best first; ties go to the lower index, except that a
+    two-class binary row at exactly p = 0.5 decides for class 1 (the p >= 0.5 rule)."""
+    scores = np.asarray(scores)
+    order = np.argsort(-scores, axis=-1, kind="stable")
+    if scores.shape[-1] == 2:
+        tie = scores[..., 1] == scores[..., 0]
+        order[tie] = (1, 0)
+    return order
+
+
+def top1(scores: np.ndarray) -> np.ndarray:
+    """(N, classes) scores -> (N,) int64 top-1 class indices (the rule of :func:`ranking`)."""
+    return ranking(np.atleast_2d(scores))[:, 0].astype(np.int64)
 
 
 def top_k(scores: np.ndarray, k: int) -> list[tuple[int, float]]:
-    """The k best (class index, score) of one score vector, best first; ties broken by lower index."""
+    """The k best (class index, score) of one score vector, best first (the rule of :func:`ranking`)."""
     k = max(1, min(k, scores.shape[-1]))
-    order = np.argsort(-scores, kind="stable")[:k]
+    order = ranking(np.asarray(scores)[None, :])[0][:k]
     return [(int(i), float(scores[i])) for i in order]
+
+
+def above(scores: np.ndarray, threshold: float) -> list[tuple[int, float]]:
+    """Every (class index, score) of one multi-label score vector at or over ``threshold``, best first."""
+    order = ranking(np.asarray(scores)[None, :])[0]
+    return [(int(i), float(scores[i])) for i in order if scores[i] >= threshold]

@@ -56,13 +56,26 @@ def test_artifact_lookup_by_name_file_and_unknown():
     assert_one_line(exc)
 
 
-@pytest.mark.parametrize("version", [None, 0, 2, "1", 99, True])
+@pytest.mark.parametrize("version", [None, 0, 3, "1", "2", 99, True])
 def test_other_schema_versions_are_refused(version):
     raw = make_manifest().to_dict()
     raw["schema_version"] = version
     with pytest.raises(ManifestError, match="schema_version") as exc:
         Manifest.from_dict(raw)
     assert_one_line(exc)
+
+
+def test_version_1_manifest_still_reads_with_its_flatten_field():
+    raw = make_manifest().to_dict()
+    raw["schema_version"] = 1
+    prep = raw["preprocessing"]
+    del prep["layout"]
+    prep["flatten"] = False
+    assert Manifest.from_dict(raw).preprocessing.layout.value == "nhwc"
+    prep["flatten"] = True
+    raw["input_shape"] = [raw["preprocessing"]["height"] * raw["preprocessing"]["width"] *
+                          (1 if raw["preprocessing"]["color"] == "gray" else 3)]
+    assert Manifest.from_dict(raw).preprocessing.flatten
 
 
 @pytest.mark.parametrize("key", ["model_name", "source_sha256", "input_shape", "preprocessing", "labels"])
@@ -118,7 +131,7 @@ def test_preprocessing_that_does_not_produce_the_model_input_is_refused():
         Manifest.from_dict(raw)
     assert_one_line(exc)
     raw["input_shape"] = [784]
-    raw["preprocessing"]["flatten"] = True
+    raw["preprocessing"]["layout"] = "flat"
     assert Manifest.from_dict(raw).preprocessing.input_shape() == (784,)
 
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from edgecnn.errors import DataError
-from edgecnn.manifest import ColorOrder, OutputKind, Preprocessing, ResizeMode, TensorSpec
+from edgecnn.manifest import ColorOrder, Layout, OutputKind, Preprocessing, ResizeMode, TensorSpec
 from edgecnn.preprocess import (InputEncoder, convert_color, decode_output, dequantize, encode_float, prepare_batch,
                                 prepare_pixels, quantize, resize_image, softmax, to_float, top_k)
 
@@ -59,7 +59,7 @@ def test_quantized_encoder_equals_formula_then_quantize(prep, dtype, scale, zero
 
 
 def test_flatten_encoder_gives_vectors():
-    prep = Preprocessing(height=28, width=28, color=ColorOrder.GRAY, flatten=True)
+    prep = Preprocessing(height=28, width=28, color=ColorOrder.GRAY, layout=Layout.FLAT)
     out = InputEncoder.build(prep, TensorSpec("x", (1, 784), "float32"))(np.full((3, 28, 28, 1), 255, np.uint8))
     assert out.shape == (3, 784) and np.allclose(out, 1.0)
 
@@ -188,7 +188,8 @@ def test_top_k_is_sorted_best_first_with_ties_by_index(scores, k):
     assert values == sorted(values, reverse=True)
     assert result[0][1] == scores.max() and result[0][0] == int(np.argmax(scores))
     for (i, s), (j, t) in zip(result, result[1:]):
-        assert s > t or (s == t and i < j)
+        # Ties go to the lower index, except a two-class tie, which decides for class 1 (the p >= 0.5 rule).
+        assert s > t or (s == t and (i < j if len(scores) != 2 else i == 1))
 
 
 @settings(max_examples=100, deadline=None)
@@ -197,6 +198,10 @@ def test_top_k_is_sorted_best_first_with_ties_by_index(scores, k):
 def test_decode_output_logits_give_probabilities(logits):
     spec = TensorSpec("y", logits.shape, "float32")
     probs = decode_output(logits, spec, OutputKind.LOGITS)
+    if logits.shape[1] == 1:  # one unit: a binary logit, two classes [1 - sigmoid(z), sigmoid(z)]
+        assert probs.shape == (logits.shape[0], 2) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+        assert np.array_equal(probs[:, 1] >= 0.5, logits[:, 0] >= 0)
+        return
     assert probs.shape == logits.shape and probs.dtype == np.float32
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5) and np.all(probs >= 0)
     chosen = np.take_along_axis(logits, np.argmax(probs, axis=1)[:, None], 1)[:, 0]

@@ -17,7 +17,8 @@ from edgecnn.data import Dataset
 from edgecnn.errors import DataError
 from edgecnn.fileio import sha256_of
 from edgecnn.manifest import Manifest, OutputKind, Preprocessing, TensorSpec
-from edgecnn.preprocess import InputEncoder, decode_output, encode_float, prepare_batch, to_float
+from edgecnn.preprocess import InputEncoder, decode_scores, encode_float, prepare_batch, ranking, to_float
+from edgecnn.preprocess import top1 as top1_classes
 
 WORST_CLASSES = 3
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -84,7 +85,7 @@ def float_inputs(pixels: np.ndarray, prep: Preprocessing) -> np.ndarray:
 def predict(invoke: Callable[[np.ndarray], np.ndarray], encoded: np.ndarray, output: TensorSpec,
             kind: OutputKind) -> np.ndarray:
     """Class scores (N, C) from one invoke per sample: the single-image path the device uses."""
-    rows = [decode_output(invoke(encoded[i:i + 1]), output, kind)[0] for i in range(encoded.shape[0])]
+    rows = [decode_scores(invoke(encoded[i:i + 1]), output, kind)[0] for i in range(encoded.shape[0])]
     return np.stack(rows) if rows else np.zeros((0, 0), np.float32)
 
 
@@ -117,20 +118,17 @@ def keras_scores(keras_path: Path, x_float: np.ndarray, kind: OutputKind, unsafe
     from edgecnn.converters.keras_load import load_model  # noqa: PLC0415 - TensorFlow side
 
     model = load_model(keras_path, unsafe=unsafe)
-    scores = model.predict(x_float)
-    from edgecnn.preprocess import softmax  # noqa: PLC0415
-
-    return softmax(scores) if kind == OutputKind.LOGITS else scores
+    return decode_scores(model.predict(x_float), TensorSpec(name="output", shape=(), dtype="float32"), kind)
 
 
 # -- metrics ---------------------------------------------------------------------------------------------
 def top1_correct(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    return np.argmax(scores, axis=1) == labels
+    return top1_classes(scores) == labels
 
 
 def topk_correct(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    # Stable descending order: ties go to the lower class index, as edgecnn.preprocess.top_k.
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    # The one ranking rule (edgecnn.preprocess.ranking), as `run` and convert's verification use.
+    order = ranking(scores)[:, :k]
     return np.any(order == labels[:, None], axis=1)
 
 
@@ -146,7 +144,7 @@ def evaluate(scores: np.ndarray, labels: Optional[np.ndarray], reference: Option
         raise DataError("no samples to evaluate accuracy on")
     agreement = None
     if reference is not None:
-        agreement = float(np.mean(np.argmax(scores, axis=1) == np.argmax(reference, axis=1)))
+        agreement = float(np.mean(top1_classes(scores) == top1_classes(reference)))
     if labels is None:
         return AccuracyResult(**base, agreement=agreement)
     classes = scores.shape[1]

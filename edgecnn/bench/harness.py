@@ -24,7 +24,7 @@ from edgecnn.bench.result import SAMPLES_KEPT, BenchResult, BenchRow, Offline, S
 from edgecnn.bench.stats import DEFAULT_BLOCKS, DEFAULT_UNSTABLE_CV, summarize
 from edgecnn.data import Dataset, load_dataset
 from edgecnn.errors import EdgecnnError, UsageError
-from edgecnn.manifest import ColorOrder, OutputKind, Preprocessing
+from edgecnn.manifest import ColorOrder, Layout, OutputKind, Preprocessing
 
 DEFAULT_RUNS = 200
 
@@ -158,7 +158,7 @@ def _measure(job: Job, dataset: Optional[Dataset], book: ReferenceBook, options:
     load_rss = timing.current_rss_mb() - rss_before
     with runner:
         prep, labels, kind = model_io(art, runner)
-        check_against_model(runner, prep, labels, art.manifest)  # a manifest for another model is refused
+        check_against_model(runner, prep, labels, art.manifest, kind)  # a manifest for another model is refused
         classifier = Classifier(runner, prep, labels, kind, top_k=5, manifest=art.manifest)
         frame = sample_frame(dataset, prep)
         encoded = classifier.encoder(np.asarray(classifier.prepare(frame, ColorOrder.RGB))[None])
@@ -197,7 +197,7 @@ def model_io(art: Artifact, runner: Any) -> tuple[Preprocessing, tuple[str, ...]
         if side * side != shape[0]:
             raise UsageError(f"{art.path.name} takes a vector of {shape[0]} values and has no manifest",
                              "bench the convert output folder so its manifest gives the preprocessing")
-        return Preprocessing(side, side, ColorOrder.GRAY, flatten=True), labels, OutputKind.PROBABILITIES
+        return Preprocessing(side, side, ColorOrder.GRAY, layout=Layout.FLAT), labels, OutputKind.PROBABILITIES
     if len(shape) != 3 or shape[2] not in (1, 3):
         raise UsageError(f"{art.path.name} takes input {shape} and has no manifest",
                          "bench the convert output folder so its manifest gives the preprocessing")
@@ -234,7 +234,7 @@ def judge(accuracy: Optional[AccuracyResult], art: Artifact, options: BenchOptio
                     f"--max-drop {options.max_drop_pp:g} pp")
         return Status.OK, ""
     verification = art.entry.verification if art.entry is not None else None
-    if verification is not None and verification.agreement < options.min_agreement:
+    if verification is not None and verification.agreement is not None and verification.agreement < options.min_agreement:
         return (Status.FAILED_VERIFICATION, f"convert's verification: top-1 agreement {verification.agreement:.1%} "
                 f"is below {options.min_agreement:.0%}")
     return Status.OK, ""

@@ -15,30 +15,36 @@ def main(argv: list[str] | None = None) -> int:
     import click
 
     from edgecnn.errors import EdgecnnError
+    from edgecnn.interrupts import caused_by_interrupt
 
     try:
         result = app.main(args=argv if argv is not None else sys.argv[1:], prog_name="edgecnn",
                               standalone_mode=False)
         code = result if isinstance(result, int) else 0
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        code = _interrupted()
     except EdgecnnError as exc:
+        if caused_by_interrupt(exc):  # a converter error that wraps a Ctrl-C is the Ctrl-C
+            return _interrupted()
         console_err.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
         code = exc.exit_code
-    except click.exceptions.Abort:
-        console_err.print("interrupted")
-        code = 130
     except click.ClickException as exc:
         console_err.print(f"[bold red]error:[/] {exc.format_message()}", highlight=False, soft_wrap=True)
         code = 2
-    except KeyboardInterrupt:
-        console_err.print("interrupted")
-        code = 130
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        if caused_by_interrupt(exc):  # Ctrl-C inside a native callback surfaces as SystemError
+            return _interrupted()
         if os.environ.get("EDGECNN_DEBUG"):
             raise
         console_err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
                           "(set EDGECNN_DEBUG=1 for the traceback and please report it)", highlight=False, soft_wrap=True)
         code = 70
     return code
+
+
+def _interrupted() -> int:
+    console_err.print("interrupted")
+    return 130
 
 
 def run() -> None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 import click
 from rich.console import Console
 
-console = Console()
-console_err = Console(stderr=True)
+from edgecnn.native_log import TerminalStream
+
+# On the terminal also while a command sends TensorFlow's output (descriptors 1 and 2) to its log file.
+console = Console(file=TerminalStream())
+console_err = Console(file=TerminalStream(stderr=True), stderr=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

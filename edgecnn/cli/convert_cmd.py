@@ -8,7 +8,7 @@ from typing import Optional
 import click
 
 from edgecnn.cli.app import app, console, console_err
-from edgecnn.errors import AccuracyBudgetError, UsageError
+from edgecnn.errors import AccuracyBudgetError, ConversionFailedError, UsageError
 
 _FORMAT_NAMES = "tflite-fp32, tflite-fp16, tflite-dynamic, tflite-int8, onnx-fp32, onnx-int8"
 
@@ -35,31 +35,43 @@ _FORMAT_NAMES = "tflite-fp32, tflite-fp16, tflite-dynamic, tflite-int8, onnx-fp3
 @click.option("--std", help="Std divided by after the mean: one value or one per channel.")
 @click.option("--invert", is_flag=True, help="Invert pixels (white digit on black, as MNIST).")
 @click.option("--max-drop", type=float, help="Fail (exit 1) if an artifact loses more top-1 accuracy, in pp.")
+@click.option("--output-kind", "output_kind", default=None,
+              type=click.Choice(["probabilities", "logits", "binary_sigmoid", "multilabel_sigmoid"]),
+              help="What the model outputs (default: read from the graph's final op, checked on the data).")
+@click.option("--min-float-agreement", type=float, default=0.99, show_default=True,
+              help="fp32/fp16 artifacts agreeing less with Keras (on decided samples) fail the conversion.")
 @click.option("--fallback", type=click.Choice(["none", "auto"]), default="none", show_default=True,
               help="auto: keep the most harmful layers in float until --max-drop is met.")
 @click.option("--per-tensor", is_flag=True, help="Per-tensor instead of per-channel int8 weights.")
 @click.option("--opset", type=int, help="ONNX opset (default 17).")
+@click.option("--onnx-target", default="x86", show_default=True,
+              help="CPU the onnx-int8 artifact is for: x86 (uint8 activations), x86-avx2 (x86 without VNNI: also "
+                   "7-bit weights), arm64 (int8 activations).")
+@click.option("--onnx-full-int8", is_flag=True, help="onnx-int8: quantize the final Softmax and the logits too "
+              "(default: they stay float; int8 only loses precision there).")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--unsafe", is_flag=True, help="Load models with Lambda layers / custom code (only trusted files).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of a table.")
 def convert_command(model: Optional[str], calib, val, out, formats, io_type, calib_method, calib_samples, labels_file,
-                    color, resize, interpolation, scale, mean, std, invert, max_drop, fallback, per_tensor, opset, force, unsafe,
-                    as_json) -> None:
+                    color, resize, interpolation, scale, mean, std, invert, max_drop, output_kind, min_float_agreement,
+                    fallback, per_tensor, opset, onnx_target, onnx_full_int8, force, unsafe, as_json) -> None:
     """Convert MODEL (.keras, .h5 or SavedModel folder; default: the embedded MNIST CNN) to TFLite and ONNX,
     verify every artifact against Keras, and write manifest.json beside them."""
     from edgecnn.converters.formats import IoType  # noqa: PLC0415
     from edgecnn.converters.pipeline import ConvertOptions, FallbackMode, convert  # noqa: PLC0415
-    from edgecnn.manifest import ColorOrder, Interpolation, ResizeMode  # noqa: PLC0415
+    from edgecnn.manifest import ColorOrder, Interpolation, OutputKind, ResizeMode  # noqa: PLC0415
 
     options = ConvertOptions(
         formats=formats, io=IoType(io_type), calib_method=calib_method.strip().lower(), calib_samples=calib_samples,
         labels_file=labels_file, color=ColorOrder(color) if color else None, resize=ResizeMode(resize), interpolation=Interpolation(interpolation),
         scale=_number(scale, "--scale") if scale is not None else None, mean=_numbers(mean, "--mean"),
         std=_numbers(std, "--std"), invert=invert, max_drop=max_drop, force=force, unsafe=unsafe,
-        fallback=FallbackMode(fallback), per_channel=not per_tensor, opset=opset, progress=not as_json)
+        fallback=FallbackMode(fallback), per_channel=not per_tensor, opset=opset, progress=not as_json,
+        output_kind=OutputKind(output_kind) if output_kind else None, min_float_agreement=min_float_agreement,
+        onnx_target=onnx_target, onnx_full_int8=onnx_full_int8)
     try:
         result = convert(model, calib=calib, val=val, out=out, options=options)
-    except AccuracyBudgetError as exc:
+    except (AccuracyBudgetError, ConversionFailedError) as exc:
         partial = getattr(exc, "result", None)
         if partial is not None:
             _print(partial, as_json)
@@ -73,7 +85,10 @@ def _print(result, as_json: bool) -> None:
     if as_json:
         payload = {"out_dir": str(result.out_dir), "manifest": str(result.manifest_path),
                    "artifacts": summary_rows(result.manifest), "warnings": list(result.warnings),
-                   "over_budget": list(result.over_budget)}
+                   "over_budget": list(result.over_budget),
+                   "failed": [{"name": f.name, "reason": f.reason} for f in result.failed],
+                   "output_kind": result.manifest.output_kind.value,
+                   "log": None if result.log_path is None else str(result.log_path)}
         click.echo(json.dumps(payload, indent=2))
         return
     for warning in result.warnings:
@@ -83,6 +98,8 @@ def _print(result, as_json: bool) -> None:
         for note in (n for n in entry.notes if n.startswith("--fallback auto")):
             console.print(f"{entry.name}: {note}", highlight=False, soft_wrap=True)
     console.print(f"artifacts and manifest in {result.out_dir}", highlight=False, soft_wrap=True)
+    if result.log_path is not None:
+        console_err.print(f"converter log: {result.log_path}", highlight=False, soft_wrap=True)
 
 
 def _number(text: str, option: str) -> float:

@@ -1,4 +1,5 @@
-"""`edgecnn inspect MODEL --calib DATA`: the layers int8 hurts, a calibration audit, and Edge TPU readiness."""
+"""`edgecnn inspect MODEL --calib DATA`: the layers int8 hurts, a calibration audit, and Edge TPU readiness;
+`edgecnn inspect m_int8.onnx` (or a convert output folder): quantized nodes ONNX Runtime fused vs ran in float."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ from typing import Any, Optional
 import click
 
 from edgecnn.cli.app import app, console, console_err
+from edgecnn.devices.edgetpu_ops import DEFAULT_RUNTIME
 from edgecnn.errors import UsageError
 
 
@@ -21,36 +23,72 @@ from edgecnn.errors import UsageError
 @click.option("--samples", type=int, default=100, show_default=True, help="Calibration samples to compare on.")
 @click.option("--top", type=int, default=10, show_default=True, help="Rows of the worst-layers table.")
 @click.option("--calib-method", default="minmax", show_default=True, help="ONNX activation ranges: minmax, entropy, percentile.")
-@click.option("--out", type=click.Path(path_type=Path), help="--target edgetpu: folder for the compiler-ready model "
-              "(default edgecnn-out/<model name>).")
-@click.option("--force", is_flag=True, help="Overwrite an existing compiler-ready model.")
+@click.option("--onnx-target", default="x86", show_default=True,
+              help="--format onnx: int8 settings as convert --onnx-target (x86, x86-avx2, arm64).")
+@click.option("--out", type=click.Path(path_type=Path), help="--target edgetpu: folder for the compiler-ready and "
+              "compiled models (default edgecnn-out/<model name>, or beside a .tflite).")
+@click.option("--edgetpu-runtime", type=int, default=DEFAULT_RUNTIME, show_default=True, help="--target edgetpu: the Edge TPU "
+              "runtime to target (edgetpu_compiler -m): operations that need a newer one are unsupported.")
+@click.option("--multiple-subgraphs", is_flag=True, help="--target edgetpu: allow several Edge TPU subgraphs "
+              "(edgetpu_compiler -a) instead of stopping at the first unsupported operation.")
+@click.option("--force", is_flag=True, help="Overwrite an existing compiler-ready or compiled model.")
 @click.option("--unsafe", is_flag=True, help="Load models with Lambda layers / custom code (only trusted files).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of tables.")
 def inspect_command(model: str, calib: Optional[str], target: Optional[str], family: str, samples: int, top: int,
-                    calib_method: str, out: Optional[Path], force: bool, unsafe: bool, as_json: bool) -> None:
+                    calib_method: str, onnx_target: str, out: Optional[Path], edgetpu_runtime: int,
+                    multiple_subgraphs: bool, force: bool, unsafe: bool, as_json: bool) -> None:
     """Per-layer int8 error of MODEL (.keras/.h5/SavedModel) on --calib, worst layers first, with a calibration
-    audit; or, with --target edgetpu, the Edge TPU partition of MODEL (Keras, or a full-int8 .tflite)."""
+    audit; or, with --target edgetpu, the Edge TPU partition of MODEL (Keras, or a full-int8 .tflite); or, for
+    an .onnx MODEL or a folder of them, how many quantized nodes ONNX Runtime fuses vs runs in float here."""
     if samples <= 0 or top <= 0:
         raise UsageError("--samples and --top must be positive")
+    from edgecnn.converters.inspect import onnx_artifacts  # noqa: PLC0415
+
+    if target is None and onnx_artifacts(model):
+        from edgecnn.converters.inspect import inspect  # noqa: PLC0415
+
+        with console_err.status("optimizing with ONNX Runtime and counting fused nodes"):
+            return _emit({"inspect": inspect(model, None)}, as_json, top)
+    from edgecnn.converters.onnx_targets import onnx_settings  # noqa: PLC0415
+
+    onnx_settings(onnx_target)  # an unknown target fails before the model is loaded
+    from edgecnn.interrupts import interrupt_guard  # noqa: PLC0415
+    from edgecnn.native_log import command_log  # noqa: PLC0415
+
+    # TensorFlow's and the converter's own output goes to inspect.log, next to the report when there is one.
+    with command_log("inspect") as log, interrupt_guard():
+        payload = _inspect(model, calib, target, family, samples, top, calib_method, onnx_target, out,
+                           edgetpu_runtime, multiple_subgraphs, force, unsafe)
+        ready = getattr(payload.get("edgetpu"), "ready_model", None)
+        if ready is not None:
+            log.move_to(Path(ready).parent / "inspect.log")
+    _emit(payload, as_json, top)
+    console_err.print(f"inspect log: {log.path}", highlight=False, soft_wrap=True)
+
+
+def _inspect(model: str, calib: Optional[str], target: Optional[str], family: str, samples: int, top: int,
+             calib_method: str, onnx_target: str, out: Optional[Path], edgetpu_runtime: int,
+             multiple_subgraphs: bool, force: bool, unsafe: bool) -> dict[str, Any]:
     if model.lower().endswith(".tflite"):
         if target != "edgetpu":
             raise UsageError("a .tflite file can only be checked for the Edge TPU",
                              "add --target edgetpu, or inspect the Keras model layer by layer")
-        payload = _edgetpu(Path(model), out or Path(model).parent)
-        return _emit(payload, as_json)
+        return {"edgetpu": _edgetpu(Path(model), None, out, edgetpu_runtime, multiple_subgraphs, force)}
     loaded, inputs, dataset_labels, prep = _load(model, calib, unsafe)
     if target == "edgetpu":
-        return _emit(_edgetpu_from_keras(loaded, inputs.inputs[:samples], out, force), as_json)
+        return {"edgetpu": _edgetpu(loaded, inputs.inputs[:samples], out, edgetpu_runtime, multiple_subgraphs,
+                                    force)}
     from edgecnn.converters.calib_audit import audit, expected_input_range  # noqa: PLC0415
     from edgecnn.converters.inspect import Family, InspectOptions, inspect  # noqa: PLC0415
 
     report = audit(inputs.inputs, expected_input_range(prep), dataset_labels, loaded.num_outputs, loaded.keras_model)
-    options = InspectOptions(family=Family(family), samples=samples, top=top, calib_method=calib_method)
+    options = InspectOptions(family=Family(family), samples=samples, top=top, calib_method=calib_method,
+                             onnx_target=onnx_target)
     with console_err.status(f"quantizing {loaded.name} to {family} int8 and comparing layer by layer"):
         result = inspect(loaded, inputs.inputs, options=options)
     from dataclasses import replace  # noqa: PLC0415
 
-    _emit({"inspect": replace(result, audit=report)}, as_json, top)
+    return {"inspect": replace(result, audit=report)}
 
 
 def _load(model: str, calib: Optional[str], unsafe: bool) -> tuple[Any, Any, Any, Any]:
@@ -67,23 +105,15 @@ def _load(model: str, calib: Optional[str], unsafe: bool) -> tuple[Any, Any, Any
     return loaded, inputs, dataset.labels, prep
 
 
-def _edgetpu(path: Path, out_dir: Path) -> dict[str, Any]:
-    from edgecnn.converters.edgetpu_compiler import readiness  # noqa: PLC0415
+def _edgetpu(model: Any, samples: Any, out: Optional[Path], runtime: int, multiple: bool, force: bool) -> Any:
+    from edgecnn.converters.edgetpu_compiler import EdgeTpuRequest, edgetpu_readiness  # noqa: PLC0415
+    from edgecnn.devices.edgetpu_check import EdgeTpuOptions  # noqa: PLC0415
 
-    return {"edgetpu": readiness(path, out_dir)}
-
-
-def _edgetpu_from_keras(loaded: Any, samples: Any, out: Optional[Path], force: bool) -> dict[str, Any]:
-    from edgecnn.converters.edgetpu_compiler import compiler_ready_model  # noqa: PLC0415
-    from edgecnn.fileio import check_writable_dir, refuse_overwrite  # noqa: PLC0415
-
-    out_dir = out or Path("edgecnn-out") / loaded.name
-    target = out_dir / f"{loaded.name}_int8_edgetpu_ready.tflite"
-    refuse_overwrite([target], force)
-    check_writable_dir(out_dir)
+    request = EdgeTpuRequest(out_dir=out, force=force, options=EdgeTpuOptions(runtime, multiple))
+    if samples is None:
+        return edgetpu_readiness(model, request=request)
     with console_err.status("writing the compiler-ready full-int8 model (batch 1)"):
-        compiler_ready_model(loaded, samples, target)
-    return _edgetpu(target, out_dir)
+        return edgetpu_readiness(model, samples, request)
 
 
 def _emit(payload: dict[str, Any], as_json: bool, top: int = 10) -> None:
@@ -97,6 +127,33 @@ def _emit(payload: dict[str, Any], as_json: bool, top: int = 10) -> None:
 
 
 def _print_inspect(result: Any, top: int) -> None:
+    if result.layers or result.audit is not None:
+        _print_layers(result, top)
+    if result.fusion:
+        _print_fusion(result.fusion)
+
+
+def _print_fusion(reports: Any) -> None:
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table(title=f"quantized nodes ONNX Runtime fuses vs runs in float ({reports[0].machine})")
+    for header in ("model", "fused", "in float", "ops in float"):
+        table.add_column(header, justify="right" if header in ("fused", "in float") else "left")
+    for report in reports:  # which kernels they fused into: --json
+        table.add_row(report.model, str(report.fused_count), str(report.float_count), _ops(report.in_float))
+    console.print(table)
+    for report in reports:
+        colour = "red" if report.float_count else "green"
+        console.print(f"{report.model}: [{colour}]{report.summary()}[/]", highlight=False, soft_wrap=True)
+        if report.hint():
+            console_err.print(f"[yellow]hint:[/] {report.hint()}", highlight=False, soft_wrap=True)
+
+
+def _ops(counts: dict) -> str:
+    return ", ".join(f"{n} {op}" for op, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))) or "-"
+
+
+def _print_layers(result: Any, top: int) -> None:
     from rich.table import Table  # noqa: PLC0415
 
     from edgecnn.converters.inspect import TABLE_HEADERS, table_rows  # noqa: PLC0415
@@ -129,23 +186,32 @@ def _print_edgetpu(readiness: Any) -> None:
     report = readiness.prediction
     table = Table(title=f"Edge TPU partition predicted for {Path(report.model).name}")
     for header in ("#", "op", "layer", "runs on", "status"):
-        table.add_column(header)
+        table.add_column(header, overflow="fold")
     for op in report.ops:
-        table.add_row(str(op.index), op.op, op.layer, "[green]Edge TPU[/]" if op.on_edgetpu else "[red]CPU[/]", op.status)
+        where = ("[yellow]Edge TPU?[/]" if op.may_not_map else "[green]Edge TPU[/]") if op.on_edgetpu else "[red]CPU[/]"
+        detail = op.status + (f": {op.reason}" if op.reason else "") + (f" (may not map: {op.may_not_map})"
+                                                                         if op.may_not_map else "")
+        table.add_row(str(op.index), op.op, op.layer, where, detail)
     console.print(table)
     if readiness.compiler is not None:
         compare = Table(title=f"prediction vs edgetpu_compiler {readiness.compiler.version}")
-        for header in ("operator", "predicted on Edge TPU", "compiler on Edge TPU", "agree"):
-            compare.add_column(header)
-        for name, predicted, compiled, agree in readiness.comparison():
-            compare.add_row(name, str(predicted), str(compiled), agree)
+        for header in ("operator", "status", "predicted", "compiler", "agree"):
+            compare.add_column(header, overflow="fold")
+        for name, status, predicted, compiled, agree in readiness.comparison():
+            compare.add_row(name, status, str(predicted), str(compiled), agree if agree == "yes" else f"[red]{agree}[/]")
         console.print(compare)
-    first = report.first_unsupported
-    verdict = (f"all {len(report.ops)} operations map to the Edge TPU" if report.fully_mapped else
-               f"{report.mapped} of {len(report.ops)} operations on the Edge TPU; the first that is not: "
-               f"{first.op} in layer {first.layer} ({first.reason})" if first else
-               f"{report.mapped} of {len(report.ops)} operations on the Edge TPU")
-    console.print(verdict, highlight=False, soft_wrap=True)
-    for line in list(report.problems) + list(readiness.notes):
+    console.print(_verdict(report), highlight=False, soft_wrap=True)
+    console.print(report.assumption(), highlight=False, soft_wrap=True)
+    for line in list(report.problems) + list(report.notes) + list(readiness.notes):
         console_err.print(f"[yellow]note:[/] {line}", highlight=False, soft_wrap=True)
-    console.print(f"compiler-ready model: {readiness.ready_model}", highlight=False, soft_wrap=True)
+    console.print(readiness.ready_line(), highlight=False, soft_wrap=True)
+
+
+def _verdict(report: Any) -> str:
+    total, first = len(report.ops), report.first_unsupported
+    caveats = report.caveats
+    maybe = (f" ({len(caveats)} may not map: {', '.join(sorted({op.op for op in caveats}))})" if caveats else "")
+    if report.fully_mapped:
+        return f"all {total} operations map to the Edge TPU{maybe}"
+    text = f"{report.mapped} of {total} operations on the Edge TPU in {report.subgraphs} subgraph(s){maybe}"
+    return text + (f"; the first that cannot map: {first.op} in layer {first.layer} ({first.reason})" if first else "")

@@ -59,6 +59,11 @@ def preprocessing_overrides(size: Optional[str], color: Optional[str], scale: Op
               help="Camera index or /dev/videoN, picamera2, a video file, an image, a folder, or an rtsp/http URL.")
 @click.option("--threads", type=int, default=None, help="Inference threads (default: the machine's cores).")
 @click.option("--top-k", "top_k", type=int, default=5, show_default=True)
+@click.option("--threshold", type=float, default=0.5, show_default=True,
+              help="Multi-label (sigmoid) heads: list every class whose score reaches this.")
+@click.option("--output-kind", "output_kind", default=None,
+              type=click.Choice(["probabilities", "logits", "binary_sigmoid", "multilabel_sigmoid"]),
+              help="What the model outputs (default: the manifest's).")
 @click.option("--jsonl", default=None, metavar="PATH|-", help="One JSON line per frame to PATH, or '-' for stdout.")
 @click.option("--record", default=None, metavar="VIDEO", help="Save the annotated video (.mp4, .avi, .mkv).")
 @click.option("--force", is_flag=True, help="Overwrite --jsonl / --record outputs that exist.")
@@ -84,7 +89,8 @@ def preprocessing_overrides(size: Optional[str], color: Optional[str], scale: Op
 @click.option("--capture-size", "capture_size", default=None, metavar="WxH",
               help="Ask a camera for this resolution, e.g. 640x480 (the driver may choose another).")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the summary.")
-def run_command(model: Path, device: str, source: str, threads: Optional[int], top_k: int, jsonl: Optional[str],
+def run_command(model: Path, device: str, source: str, threads: Optional[int], top_k: int, threshold: float,
+                output_kind: Optional[str], jsonl: Optional[str],
                 record: Optional[str], force: bool, max_frames: Optional[int], duration: Optional[float],
                 realtime: bool, loop: bool, serve: Optional[str], show: Optional[bool], allow_cpu_fallback: bool,
                 edgetpu_device: Optional[str], manifest: Optional[Path], size: Optional[str], color: Optional[str],
@@ -93,6 +99,7 @@ def run_command(model: Path, device: str, source: str, threads: Optional[int], t
     """Classify what a camera, stream, video or folder shows, live, with MODEL on a device."""
     from edgecnn.devices.base import RunnerOptions  # noqa: PLC0415 - keep `edgecnn --help` fast
     from edgecnn.devices.live import Display, RunOptions, run  # noqa: PLC0415
+    from edgecnn.manifest import OutputKind  # noqa: PLC0415
 
     width, height = (None, None)
     if capture_size:
@@ -101,7 +108,7 @@ def run_command(model: Path, device: str, source: str, threads: Optional[int], t
     if threads is not None and threads < 1:
         raise UsageError(f"--threads {threads} is not positive", "give 1 or more, or leave it out")
     options = RunOptions(
-        top_k=top_k, runner=RunnerOptions(threads=threads, device=edgetpu_device, allow_cpu_fallback=allow_cpu_fallback),
+        top_k=top_k, threshold=threshold, output_kind=OutputKind(output_kind) if output_kind else None, runner=RunnerOptions(threads=threads, device=edgetpu_device, allow_cpu_fallback=allow_cpu_fallback),
         prep=preprocessing_overrides(size, color, scale, mean, std, resize),
         labels=str(labels) if labels else None, manifest=str(manifest) if manifest else None,
         max_frames=max_frames, duration=duration, jsonl=jsonl, record=record, force=force, realtime=realtime,

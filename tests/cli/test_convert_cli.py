@@ -109,7 +109,7 @@ def test_labels_file_with_the_wrong_count(tmp_path, capsys, mnist_keras_path):
     out = tmp_path / "out"
     code, _, err = _run(capsys, "convert", str(mnist_keras_path), "--calib", "mnist", "--labels", str(labels),
                         "--out", str(out))
-    _assert_one_line_error(code, err, "3 labels", "10 outputs")
+    _assert_one_line_error(code, err, "3 labels", "10 classes")
     assert not out.exists()
 
 
@@ -125,7 +125,9 @@ def test_unwritable_output_folder(tmp_path, capsys, mnist_keras_path):
 def test_bad_option_values(tmp_path, capsys, mnist_keras_path):
     for argv, fragment in ((["--formats", "tflite-in8"], "did you mean"), (["--scale", "abc"], "not a number"),
                            (["--calib-method", "entropie"], "did you mean 'entropy'"),
-                           (["--color", "rgb"], "3 channel")):
+                           (["--color", "rgb"], "3 channel"),
+                           (["--onnx-target", "arm"], "did you mean 'arm64'"),
+                           (["--onnx-target", "riscv"], "valid ONNX targets: arm64, x86, x86-avx2")):
         code, _, err = _run(capsys, "convert", str(mnist_keras_path), "--calib", "mnist", "--out",
                             str(tmp_path / "out"), *argv)
         _assert_one_line_error(code, err, fragment)
@@ -147,3 +149,17 @@ def test_labels_file_and_table_output(tmp_path, capsys, mnist_keras_path):
     code, _, err = _run(capsys, "convert", str(mnist_keras_path), "--calib", "mnist", "--formats", "tflite-int8",
                         "--out", str(out))
     _assert_one_line_error(code, err, "already exists", "--force")
+
+
+def test_onnx_target_arm64_writes_int8_activations_and_records_them(tmp_path, capsys, mnist_keras_path):
+    out = tmp_path / "out"
+    code, stdout, err = _run(capsys, "convert", str(mnist_keras_path), "--calib", "mnist", "--val", "mnist",
+                             "--formats", "onnx-int8", "--calib-samples", "100", "--onnx-target", "ARM64",
+                             "--out", str(out), "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["artifacts"][0]["agreement"] >= 0.99
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["calibration"]["onnx-int8"]["target"] == "arm64"
+    assert manifest["calibration"]["onnx-int8"]["activations"] == "int8"
+    notes = manifest["artifacts"][0]["notes"]
+    assert "quantized types: activations int8, weights int8" in notes

@@ -34,7 +34,8 @@ def test_preprocessing_follows_the_model_input():
 @pytest.mark.parametrize("shape, request_, match", [
     ((28, 28, 1), PrepRequest(color=ColorOrder.RGB), "3 channel"),
     ((28, 28, 3), PrepRequest(mean=(0.1, 0.2)), "mean has 2 values"),
-    ((28, 28), PrepRequest(), "no channel axis"),
+    ((28, 28), PrepRequest(color=ColorOrder.RGB), "no channel axis"),
+    ((3, 28, 28), PrepRequest(), "channels_first"),
     ((10, 10, 10, 3), PrepRequest(), "not an image"),
 ])
 def test_preprocessing_refuses_what_cannot_match(shape, request_, match):

@@ -64,6 +64,9 @@ def test_onnx_names_the_outlier_layer_first(broken, calib):
     assert result.worst.channel_sqnr_db < 3.0
     assert "classifier" in result.worst.keep_float
     assert all(row.harm_db > 10.0 for row in result.layers[1:] if row.layer != GUILTY_LAYER)
+    fusion = result.fusion[0]  # the int8 model inspected, as ONNX Runtime runs it here (x86 target settings)
+    assert fusion.activations == ("uint8",) and fusion.fused_count > 0 and fusion.float_count == 0
+    assert json.loads(json.dumps(result.to_dict()))["fusion"][0]["summary"] == fusion.summary()
 
 
 def test_result_serialises_to_json(tflite_result):
@@ -132,5 +135,10 @@ def test_cli_edgetpu_from_keras_writes_the_ready_model(tmp_path, capsys, mnist_k
     assert (tmp_path / "mnist_cnn_int8_edgetpu_ready.tflite").is_file()
     assert main(["inspect", str(mnist_keras_path), "--calib", "mnist", "--target", "edgetpu", "--out",
                  str(tmp_path)]) == 2  # exists: refused without --force
+    assert main(["inspect", str(mnist_keras_path), "--calib", "mnist", "--samples", "20", "--target", "edgetpu",
+                 "--out", str(tmp_path), "--force", "--edgetpu-runtime", "13", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["edgetpu"]["prediction"]["runtime"] == 13
+    assert main(["inspect", str(next(tmp_path.glob("*.tflite"))), "--target", "edgetpu", "--edgetpu-runtime", "9"]) == 2
+    assert "runtime 9 is not one the compiler targets" in capsys.readouterr().err
     assert main(["inspect", str(next(tmp_path.glob("*.tflite")))]) == 2  # a .tflite needs --target edgetpu
     assert "--target edgetpu" in capsys.readouterr().err

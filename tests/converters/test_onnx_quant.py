@@ -165,3 +165,104 @@ def test_bad_paths_names_and_methods_are_typed_errors(fp32, calib, work, tmp_pat
     with pytest.raises(OutputPathError):
         quantize_onnx(fp32, calib[:8], tmp_path / "a_file" / "out.onnx")
     assert not out.exists() and sorted(os.listdir(tmp_path)) == ["a_file", "truncated.onnx"]
+
+
+# -- settings per target, the float head -------------------------------------------------------------
+def quantized_weights(path):
+    """Every stored quantized weight (int8 initializers read through a DequantizeLinear), as arrays."""
+    from onnx import numpy_helper
+
+    graph = load_graph(path)
+    inits = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    return [inits[n.input[0]] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+            and inits[n.input[0]].dtype == np.int8]
+
+
+def producer_of(graph, tensor):
+    return next(node for node in graph.node if tensor in node.output)
+
+
+@pytest.fixture(scope="module")
+def target_models(fp32, calib, work):
+    from edgecnn.converters.onnx_targets import ONNX_TARGETS, onnx_settings
+
+    return {name: quantize_onnx(fp32, calib, work / f"target_{name}.onnx", settings=onnx_settings(name))
+            for name in ONNX_TARGETS}
+
+
+def test_every_target_writes_its_activation_type_and_int8_per_channel_weights(target_models, keras_outputs):
+    from edgecnn.converters.onnx_graph import qdq_facts
+    from edgecnn.converters.onnx_targets import ONNX_TARGETS
+
+    _, x, _, expected = keras_outputs
+    assert set(target_models) == {"x86", "x86-avx2", "arm64"}
+    for name, path in target_models.items():
+        facts = qdq_facts(path)
+        assert facts.activations == (ONNX_TARGETS[name].activations,), name
+        assert facts.weights == ("int8",) and facts.weights_per_channel, name
+        weights = np.concatenate([w.reshape(-1) for w in quantized_weights(path)])
+        # reduce_range keeps weights in 7 bits (ONNX Runtime: symmetric +-64); otherwise the int8 range to +-127
+        assert np.abs(weights.astype(int)).max() == (64 if ONNX_TARGETS[name].reduce_range else 127), name
+        got = run_onnx(path, x)
+        assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.995, name
+        # 7-bit weights round twice as coarsely: 0.028 measured on this model
+        assert np.abs(got - expected).max() <= (0.05 if ONNX_TARGETS[name].reduce_range else 0.02), name
+
+
+def test_default_is_x86_uint8_activations(target_models, int8_models):
+    from edgecnn.converters.onnx_graph import qdq_facts
+
+    assert qdq_facts(int8_models[CalibrationMethod.MINMAX]).activations == ("uint8",)
+    assert load_graph(int8_models[CalibrationMethod.MINMAX]) == load_graph(target_models["x86"])
+
+
+def test_softmax_and_logits_stay_float_and_probabilities_are_within_0_02_of_keras(int8_models, keras_outputs):
+    path = int8_models[CalibrationMethod.MINMAX]
+    graph = load_graph(path)
+    softmax = producer_of(graph, graph.output[0].name)
+    assert softmax.op_type == "Softmax"
+    logits = producer_of(graph, softmax.input[0])
+    assert logits.op_type == "Gemm"  # fed directly by the dense layer, no DequantizeLinear between
+    assert any(producer_of(graph, i).op_type == "DequantizeLinear" for i in logits.input[:2])  # itself int8
+    _, x, labels, expected = keras_outputs
+    got = run_onnx(path, x)
+    assert np.abs(got - expected).max() <= 0.02
+    assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.999
+    assert (got.argmax(1) == labels).mean() >= (expected.argmax(1) == labels).mean()
+
+
+def test_full_int8_quantizes_the_softmax_into_256_levels(fp32, calib, keras_outputs, work):
+    from edgecnn.converters.onnx_targets import onnx_settings
+
+    path = quantize_onnx(fp32, calib, work / "full_int8.onnx", settings=onnx_settings("x86", full_int8=True))
+    graph = load_graph(path)
+    last = producer_of(graph, graph.output[0].name)
+    assert last.op_type == "DequantizeLinear" and producer_of(graph, last.input[0]).op_type == "QuantizeLinear"
+    _, x, _, expected = keras_outputs
+    from onnx import numpy_helper
+
+    scale = float(numpy_helper.to_array(next(i for i in graph.initializer if i.name == last.input[1])))
+    assert scale == pytest.approx(1 / 255, rel=1e-3)  # the quantizer gives Softmax the range [0, 1]
+    got = run_onnx(path, x)
+    steps = got / scale
+    assert np.abs(steps - np.round(steps)).max() < 1e-3  # probabilities on a grid of 256 levels
+    float_head = run_onnx(quantize_onnx(fp32, calib, work / "float_head.onnx"), x)
+    assert np.abs(float_head - expected).max() < np.abs(got - expected).max()
+
+
+@pytest.mark.parametrize("name, close", [("arm", "arm64"), ("x68", "x86"), ("X86-AVX", "x86-avx2")])
+def test_unknown_target_is_an_unknown_name_with_did_you_mean(name, close):
+    from edgecnn.converters.onnx_targets import onnx_settings
+
+    with pytest.raises(UnknownNameError, match=f"did you mean '{close}'"):
+        onnx_settings(name)
+
+
+def test_settings_record_what_the_manifest_needs():
+    from edgecnn.converters.onnx_targets import onnx_settings
+
+    record = onnx_settings("arm64").record(per_channel=False)
+    assert record["target"] == "arm64" and record["activations"] == "int8" and record["weights"] == "int8"
+    assert record["format"] == "QDQ" and record["weights_per_channel"] is False and record["float_head"] is True
+    assert "Softmax and logits in float" in onnx_settings().describe()
+    assert "full int8" in onnx_settings(full_int8=True).describe()

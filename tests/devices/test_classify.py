@@ -131,7 +131,7 @@ def test_manifest_for_another_input_shape_is_refused(device_models, tmp_path):
 
 def test_manifest_with_another_class_count_is_refused(device_models, tmp_path):
     model = _write_manifest(tmp_path, device_models, labels=("cat", "dog"))
-    with pytest.raises(ManifestError, match="2 labels given but .* outputs 10 classes"):
+    with pytest.raises(ManifestError, match="2 labels given but .* has 10 classes"):
         Classifier.open(model)
 
 

@@ -47,6 +47,9 @@ CLI_CASES = [
     ("doctor", ["doctor", "--json"], lambda out: json.loads(out)["checks"]),
     ("run", ["run", "{int8}", "--source", "{digits}", "--max-frames", "5", "--jsonl", "-", "--no-show"],
      lambda out: len([line for line in out.splitlines() if line.startswith("{")]) == 5),
+    ("inspect-edgetpu", ["inspect", "{int8}", "--target", "edgetpu", "--json"],
+     lambda out: (lambda tpu: tpu["prediction"]["mapped"] >= 2 and tpu["ready_model"] is None
+                  and "batch dimension is dynamic" in tpu["ready_note"])(json.loads(out)["edgetpu"])),
 ]
 
 
