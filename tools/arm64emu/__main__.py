@@ -5,6 +5,7 @@
     bash dev.sh arm64 --models mnist_cnn,dave2 --run-formats tflite-int8,onnx-int8 --results /tmp/r
     bash dev.sh arm64 outputs A_int8.onnx B.tflite --inputs pixels.npz --out arm64.npz [--x86-out x86.npz]
     bash dev.sh arm64 shell -- edgecnn doctor   # any command in the root (its venv's bin first on PATH)
+    bash dev.sh arm64 fidelity DIR              # benchmarks/onnx_int8.py --fidelity-only on DIR, in the root
     bash dev.sh arm64 clean                     # delete the cached root and conversions (~/.cache/edgecnn/arm64-*)
 
 Exit status: 0 arm64 agrees with x86, 1 it does not (or the device side failed there), 2 bad usage,
@@ -29,7 +30,7 @@ from tools.arm64emu.host import CPU_PARTS, InfraSkip
 
 PROJECT = Path(__file__).resolve().parents[2]
 SKIP = 77
-COMMANDS = ("check", "outputs", "shell", "clean")
+COMMANDS = ("check", "outputs", "shell", "fidelity", "clean")
 # The terminal, kept apart from file descriptors 1 and 2, which go to the log while the check runs.
 console = Console(file=os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", closefd=True), stderr=True)
 
@@ -67,8 +68,11 @@ def parser() -> argparse.ArgumentParser:
     outputs.add_argument("--x86-out", type=Path, default=None, help="also keep x86's outputs here")
     shell = sub.add_parser("shell", help="run a command in the emulated root")
     shell.add_argument("argv", nargs="+")
+    fidelity = sub.add_parser("fidelity", help="ONNX outputs of benchmarks/onnx_int8.py's kept artifacts, vs x86")
+    fidelity.add_argument("dir", type=Path, help="the --dir of an x86 run of benchmarks/onnx_int8.py")
+    fidelity.add_argument("--results", type=Path, default=PROJECT / "benchmarks" / "results")
     sub.add_parser("clean", help="delete the cached root")
-    for command in (check, outputs, shell):
+    for command in (check, outputs, shell, fidelity):
         command.add_argument("--cpu", default="cortex-a72", choices=sorted(CPU_PARTS))
         command.add_argument("--mirror", default=None, help="Debian mirror (default: the one apt uses here)")
     return top
@@ -129,6 +133,10 @@ def dispatch(args: argparse.Namespace, argv: list[str], log: FileLog) -> int:
             from tools.arm64emu.outputs import outputs_command
 
             return outputs_command(PROJECT, args, log, console)
+        if args.command == "fidelity":
+            from tools.arm64emu.fidelity import fidelity_command
+
+            return fidelity_command(PROJECT, args, log, console, source_revision())
         return check(args, argv, log)
     except CheckFailed as failure:
         console.print(f"[bold red]FAIL[/]: {failure}", highlight=False)
