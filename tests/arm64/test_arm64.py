@@ -297,3 +297,44 @@ def test_artifacts_run_in_the_emulated_root_as_on_x86(x86_run, tmp_path):
         int8 = str(artifacts[0])
         assert arm[f"{int8}|raw"].tobytes() == x86[f"{int8}|raw"].tobytes()
         assert np.mean(np.argmax(arm[f"{int8}|scores"], axis=1) == labels) >= 0.9
+
+
+def test_fidelity_stages_only_what_the_fidelity_run_reads_and_refuses_other_folders(mnist_convert, tmp_path):
+    from tools.arm64emu import fidelity
+    from tools.arm64emu.session import CheckFailed
+
+    kept = tmp_path / "kept"  # the layout benchmarks/onnx_int8.py leaves in --dir
+    (kept / "mnist_cnn" / "arm64").mkdir(parents=True)
+    for name in ("onnx-int8", "onnx-fp32", "tflite-int8"):
+        shutil.copyfile(mnist_convert.artifact_path(name), kept / "mnist_cnn" / mnist_convert.artifact_path(name).name)
+    shutil.copyfile(mnist_convert.artifact_path("onnx-int8"), kept / "mnist_cnn" / "arm64" / "m_int8.onnx")
+    shutil.copyfile(mnist_convert.manifest_path, kept / "mnist_cnn" / "manifest.json")
+    np.save(kept / "mnist_cnn" / "inputs.npy", np.zeros((2, 28, 28, 1), np.uint8))
+    (kept / "mnist_cnn" / "calib.npy").write_bytes(b"not read")
+    with pytest.raises(CheckFailed, match="outputs-x86_64.npz"):
+        fidelity.stage(kept, tmp_path / "share")
+    np.savez(kept / "outputs-x86_64.npz", a=np.zeros(1))
+    np.savez(kept / "outputs-aarch64.npz", a=np.zeros(1))
+    assert fidelity.stage(kept, tmp_path / "share") == ["mnist_cnn"]
+    copied = sorted(str(p.relative_to(tmp_path / "share" / "kept")) for p in (tmp_path / "share").rglob("*") if p.is_file())
+    assert copied == ["mnist_cnn/arm64/m_int8.onnx", "mnist_cnn/inputs.npy", "mnist_cnn/manifest.json",
+                      f"mnist_cnn/{mnist_convert.artifact_path('onnx-fp32').name}",
+                      f"mnist_cnn/{mnist_convert.artifact_path('onnx-int8').name}", "outputs-x86_64.npz"]
+    (tmp_path / "no-models").mkdir()
+    shutil.copyfile(kept / "outputs-x86_64.npz", tmp_path / "no-models" / "outputs-x86_64.npz")
+    with pytest.raises(CheckFailed, match="inputs.npy"):
+        fidelity.stage(tmp_path / "no-models", tmp_path / "elsewhere")  # no <model>/inputs.npy
+
+
+@pytest.mark.parametrize("diff, problem", [(0.0, None), (3e-3, None), (float("nan"), "nan"), (None, "None")])
+def test_fidelity_refuses_non_finite_figures(diff, problem):
+    from tools.arm64emu import fidelity
+
+    rows = [{"artifact": "m/m_int8.onnx", "machines": "aarch64 vs x86_64", "max_abs_diff": diff,
+             "top1_agreement": 1.0, "identical": diff == 0.0}]
+    found = fidelity.problems_of(rows)
+    assert found == ([] if problem is None else [f"m/m_int8.onnx: max |difference| {problem}"])
+    meta = {"command": "c", "date": "d", "source": "s", "host": "h", "load": [1, 2], "qemu": "10", "cpu": "cortex-a72",
+            "versions": {}}
+    assert "| m/m_int8.onnx |" in fidelity.markdown(meta, rows, found)
+    assert fidelity.problems_of([]) == ["no artifact was compared (no x86 outputs with the same names)"]
