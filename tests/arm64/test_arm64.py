@@ -338,3 +338,15 @@ def test_fidelity_refuses_non_finite_figures(diff, problem):
             "versions": {}}
     assert "| m/m_int8.onnx |" in fidelity.markdown(meta, rows, found)
     assert fidelity.problems_of([]) == ["no artifact was compared (no x86 outputs with the same names)"]
+
+
+def test_fidelity_marks_outputs_that_make_agreement_say_nothing():
+    from tools.arm64emu import fidelity
+
+    varied = np.random.default_rng(0).random((8, 10)).astype(np.float32)
+    assert fidelity.uninformative(varied) == ""
+    assert "constant" in fidelity.uninformative(np.full((8, 1000), 0.001, np.float32))  # vanished activations
+    assert "regression" in fidelity.uninformative(varied[:, :1])
+    one_class = varied.copy()
+    one_class[:, 3] = 2.0
+    assert "same class for every input" in fidelity.uninformative(one_class)

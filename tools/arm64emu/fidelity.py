@@ -16,6 +16,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from tools.arm64emu.host import Log, last_line
 from tools.arm64emu.session import CheckFailed, emulated_root
 from tools.arm64emu.stages import Stages
@@ -44,6 +46,26 @@ def stage(source: Path, share: Path) -> list[str]:
     return models
 
 
+def uninformative(x86: np.ndarray) -> str:
+    """Why x86's outputs of one artifact make agreement say little or nothing ("" when they do not): the same
+    value for every input and class (a random-weight net whose activations vanished), one output (no top-1),
+    or one top-1 class for every input."""
+    if np.unique(x86).size == 1:
+        return "x86 output is one constant for every input and class: agreement checks nothing"
+    if x86.reshape(len(x86), -1).shape[1] == 1:
+        return "one output (regression): top-1 agreement does not apply, max abs diff does"
+    if np.unique(x86.reshape(len(x86), -1).argmax(1)).size == 1:
+        return "x86 top-1 is the same class for every input: top-1 agreement says little, max abs diff applies"
+    return ""
+
+
+def annotate(rows: list[dict], x86_npz: Path) -> list[dict]:
+    with np.load(x86_npz) as x86:
+        return [{**r, "note": uninformative(x86[r["artifact"]]),
+                 "x86_top1_classes": int(np.unique(x86[r["artifact"]].reshape(len(x86[r["artifact"]]), -1).argmax(1)).size)}
+                for r in rows]
+
+
 def problems_of(rows: list[dict]) -> list[str]:
     """Outputs that must not be reported as a figure: non-finite differences, none compared at all."""
     found = [f"{r['artifact']}: max |difference| {r['max_abs_diff']}" for r in rows
@@ -63,14 +85,19 @@ def markdown(meta: dict, rows: list[dict], problems: list[str]) -> str:
              "`arm64/*`: `--onnx-target arm64` (S8S8), the artifact meant for a Pi. Random-weight seeds: only "
              "agreement means something, not accuracy. Timings are not taken here (emulation says nothing of Pi "
              "speed).", "",
-             "| artifact | max abs diff | top-1 agreement | bit-identical |", "|---|---:|---:|---|"]
+             "| artifact | max abs diff | top-1 agreement | bit-identical | note |", "|---|---:|---:|---|---|"]
     for r in rows:
-        diff = "n/a" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.3g}"
-        lines.append(f"| {r['artifact']} | {diff} | {r['top1_agreement']:.3f} | "
-                     f"{'yes' if r['identical'] else 'no'} |")
-    identical = sum(r["identical"] for r in rows)
-    lines += ["", f"{identical} of {len(rows)} outputs bit-identical; lowest top-1 agreement "
-              f"{min((r['top1_agreement'] for r in rows), default=float('nan')):.3f}.", ""]
+        note = r.get("note", "")
+        diff = "n/a" if r["max_abs_diff"] is None or note.startswith("x86 output is one constant") \
+            else f"{r['max_abs_diff']:.3g}"
+        top1 = "n/a" if note else f"{r['top1_agreement']:.3f}"
+        same = "n/a" if note.startswith("x86 output is one constant") else "yes" if r["identical"] else "no"
+        lines.append(f"| {r['artifact']} | {diff} | {top1} | {same} | {note} |")
+    informative = [r for r in rows if not r.get("note", "").startswith("x86 output is one constant")]
+    classifiers = [r for r in informative if not r.get("note")]
+    lines += ["", f"Informative outputs: {len(informative)} of {len(rows)}; {sum(r['identical'] for r in informative)} "
+              f"of them bit-identical; lowest top-1 agreement over the classifiers "
+              f"{min((r['top1_agreement'] for r in classifiers), default=float('nan')):.3f}.", ""]
     if problems:
         lines += ["**Problems:**", ""] + [f"- {p}" for p in problems] + [""]
     return "\n".join(lines)
@@ -94,7 +121,8 @@ def fidelity_command(project: Path, args, log: Log, console, source: str) -> int
             except Exception as exc:  # CalledProcessError: the device side failed in the root
                 raise CheckFailed(f"onnx_int8.py --fidelity-only failed in the arm64 root: "
                                   f"{last_line(exc) if hasattr(exc, 'stderr') else exc}") from None
-        rows = json.loads((share / "kept" / "fidelity-aarch64.json").read_text())["rows"]
+        rows = annotate(json.loads((share / "kept" / "fidelity-aarch64.json").read_text())["rows"],
+                        share / "kept" / "outputs-x86_64.npz")
     problems = problems_of(rows)
     meta = {"command": f"bash dev.sh arm64 fidelity {args.dir}" + (f" --cpu {args.cpu}" if args.cpu != "cortex-a72"
                                                                     else ""),
@@ -105,8 +133,8 @@ def fidelity_command(project: Path, args, log: Log, console, source: str) -> int
     md, js = args.results / "onnx_int8_arm64.md", args.results / "onnx_int8_arm64.json"
     write_text_atomic(js, json.dumps(report.finite({"meta": meta, "rows": rows, "problems": problems}), indent=2) + "\n")
     write_text_atomic(md, markdown(meta, rows, problems))
-    console.print(f"{len(rows)} ONNX outputs compared, {sum(r['identical'] for r in rows)} bit-identical: {md}",
-                  highlight=False)
+    console.print(f"{len(rows)} ONNX outputs compared, {sum(r['identical'] for r in rows)} bit-identical, "
+                  f"{sum(bool(r['note']) for r in rows)} with a note: {md}", highlight=False)
     for problem in problems:
         console.print(f"  [red]{problem}[/]", highlight=False)
     return 1 if problems else 0
