@@ -8,6 +8,8 @@
 #   bash dev.sh bench   the standing benchmark suite (benchmarks/run_suite.py)
 #   bash dev.sh imx500-env   the IMX500 toolchain (TensorFlow 2.15 + Sony MCT + imx500-converter) in its own
 #                            venv at $EDGECNN_CACHE/imx500-venv (~2.3 GB)
+#   bash dev.sh arm64   the device side on emulated arm64 (Raspberry Pi OS base) against x86; as root
+#                       (--cpu cortex-a76 for a Pi 5; `bash dev.sh arm64 --help` for the rest)
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${EDGECNN_VENV:-.venv}
@@ -118,5 +120,6 @@ case "${1:-}" in
   test-imx500) setup; shift; test_imx500 "$@" ;;
   bench) setup; shift; exec "$VENV/bin/python" benchmarks/run_suite.py "$@" ;;
   imx500-env) imx500_env && echo "IMX500 toolchain ready: $IMX500_VENV/bin/python" ;;
-  *) echo "usage: bash dev.sh demo|test|test-imx500|bench|imx500-env [args]" >&2; exit 2 ;;
+  arm64) setup; shift; exec "$VENV/bin/python" -m tools.arm64emu "$@" ;;
+  *) echo "usage: bash dev.sh demo|test|test-imx500|bench|imx500-env|arm64 [args]" >&2; exit 2 ;;
 esac
