@@ -52,6 +52,8 @@ class InspectOptions:
     edgetpu: Any = None              # target='edgetpu': an edgecnn.converters.edgetpu_compiler.EdgeTpuRequest
     onnx_target: str = "x86"         # ONNX int8 settings (edgecnn.converters.onnx_targets), as convert --onnx-target
     onnx_full_int8: bool = False     # as convert --onnx-full-int8
+    prep: Any = None                 # a data-source ``calib``: calibration.PrepRequest (None: the model's defaults)
+    unsafe: bool = False             # load model files with custom code (only trusted files)
 
 
 @dataclass(frozen=True)
@@ -117,10 +119,23 @@ def inspect(model: Any, calib: Any, target: Optional[Target | str] = None,
     them (edgecnn convert's output), needs no ``calib``: the result is each model's fusion report (quantized
     nodes fused into integer kernels vs run in float on this machine).
 
+    ``calib`` may also be a data source as convert takes it (an image folder, .npy/.npz, "mnist"): it is then
+    read and preprocessed as ``options.prep`` says (the model's defaults otherwise), the preprocessing is
+    checked against the model (converters/prep_check.py) and the result carries the calibration audit.
+
     Raises DataError (calibration samples of the wrong shape or dtype), UsageError (an unknown model or
-    target), OutputExistsError (an output exists, no force), ConversionError, ModelLoadError.
+    target, a .tflite without target='edgetpu', no calibration data), OutputExistsError (an output exists, no
+    force), ConversionError, ModelLoadError.
     """
-    if target is not None and Target(str(getattr(target, "value", target)).lower()) == Target.EDGETPU:
+    edgetpu = target is not None and Target(str(getattr(target, "value", target)).lower()) == Target.EDGETPU
+    if isinstance(model, (str, Path)) and str(model).lower().endswith(".tflite"):
+        if not edgetpu:
+            raise UsageError("a .tflite file can only be checked for the Edge TPU",
+                             "add --target edgetpu, or inspect the Keras model layer by layer")
+        return _inspect_edgetpu(model, None, options)  # already int8: no calibration data needed
+    if isinstance(calib, (str, Path)):
+        return _inspect_data(model, calib, edgetpu, options)
+    if edgetpu:
         return _inspect_edgetpu(model, calib, options)
     artifacts = onnx_artifacts(model)
     if artifacts:
@@ -132,6 +147,8 @@ def inspect(model: Any, calib: Any, target: Optional[Target | str] = None,
         from edgecnn.converters.onnx_targets import onnx_settings  # noqa: PLC0415
 
         onnx_settings(options.onnx_target)  # an unknown target fails before the model is loaded
+    if calib is None:
+        raise UsageError("inspect needs calibration data", "pass --calib DATA (image folder, .npy/.npz, or mnist)")
     loaded = _as_loaded(model)
     samples = calib_array(calib, loaded.input_shape)[: options.samples]
     fusion: tuple = ()
@@ -162,6 +179,31 @@ def onnx_artifacts(model: Any) -> list:
     if path.is_dir() and not (path / "saved_model.pb").exists():
         return sorted(path.glob("*.onnx"))
     return []
+
+
+def _inspect_data(model: Any, source: Any, edgetpu: bool, options: InspectOptions) -> InspectResult:
+    """``inspect`` on a data source: read and preprocess it as convert would, check that preprocessing against
+    the model, quantize and compare, and attach the calibration audit."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    from edgecnn.data import load_dataset  # noqa: PLC0415
+
+    from edgecnn.converters import calibration as cal  # noqa: PLC0415
+    from edgecnn.converters.calib_audit import audit  # noqa: PLC0415
+    from edgecnn.converters.keras_load import load_model  # noqa: PLC0415
+    from edgecnn.converters.prep_check import check_preprocessing  # noqa: PLC0415
+
+    loaded = load_model(model, unsafe=options.unsafe) if isinstance(model, (str, Path)) else _as_loaded(model)
+    prep, _ = cal.build_preprocessing(loaded.input_shape, options.prep or cal.PrepRequest(), loaded.layer_classes,
+                                      loaded.keras_model)
+    dataset = load_dataset(source, mnist_split="train")
+    inputs = cal.model_inputs(dataset, prep, loaded.input_shape, "calibration")
+    if edgetpu:
+        return _inspect_edgetpu(loaded, inputs.inputs, options)
+    rescales_itself = any(name in cal.RESCALING_LAYERS for name in loaded.layer_classes)
+    prep_report = check_preprocessing(loaded, prep, inputs, None, rescales_itself, (dataset,))
+    report = audit(inputs.inputs, dataset.labels, loaded.num_outputs, loaded.keras_model, prep_report)
+    return replace(inspect(loaded, inputs.inputs, None, options), audit=report)
 
 
 def _inspect_edgetpu(model: Any, calib: Any, options: InspectOptions) -> InspectResult:

@@ -57,49 +57,27 @@ def inspect_command(model: str, calib: Optional[str], target: Optional[str], fam
     from edgecnn.converters.onnx_targets import onnx_settings  # noqa: PLC0415
 
     onnx_settings(onnx_target)  # an unknown target fails before the model is loaded
+    from edgecnn.converters.edgetpu_compiler import EdgeTpuRequest  # noqa: PLC0415
+    from edgecnn.converters.inspect import Family, InspectOptions, inspect  # noqa: PLC0415
+    from edgecnn.devices.edgetpu_check import EdgeTpuOptions  # noqa: PLC0415
     from edgecnn.interrupts import interrupt_guard  # noqa: PLC0415
     from edgecnn.native_log import command_log  # noqa: PLC0415
 
+    options = InspectOptions(family=Family(family), samples=samples, top=top, calib_method=calib_method,
+                             onnx_target=onnx_target, prep=_prep_request(color, scale, mean, std), unsafe=unsafe,
+                             edgetpu=EdgeTpuRequest(out_dir=out, force=force,
+                                                    options=EdgeTpuOptions(edgetpu_runtime, multiple_subgraphs)))
+    what = "the Edge TPU readiness" if target == "edgetpu" else f"{family} int8 vs float, layer by layer"
     # TensorFlow's and the converter's own output goes to inspect.log, next to the report when there is one.
     with command_log("inspect") as log, interrupt_guard():
-        payload = _inspect(model, calib, target, family, samples, top, calib_method, onnx_target, out,
-                           edgetpu_runtime, multiple_subgraphs, force, unsafe,
-                           _prep_request(color, scale, mean, std))
-        ready = getattr(payload.get("edgetpu"), "ready_model", None)
+        with console_err.status(f"inspecting {Path(model).name}: {what}"):
+            result = inspect(model, calib, target, options)
+        payload = {"edgetpu": result.edgetpu} if result.edgetpu is not None else {"inspect": result}
+        ready = getattr(result.edgetpu, "ready_model", None)
         if ready is not None:
             log.move_to(Path(ready).parent / "inspect.log")
     _emit(payload, as_json, top)
     console_err.print(f"inspect log: {log.path}", highlight=False, soft_wrap=True)
-
-
-def _inspect(model: str, calib: Optional[str], target: Optional[str], family: str, samples: int, top: int,
-             calib_method: str, onnx_target: str, out: Optional[Path], edgetpu_runtime: int,
-             multiple_subgraphs: bool, force: bool, unsafe: bool, request: Any) -> dict[str, Any]:
-    if model.lower().endswith(".tflite"):
-        if target != "edgetpu":
-            raise UsageError("a .tflite file can only be checked for the Edge TPU",
-                             "add --target edgetpu, or inspect the Keras model layer by layer")
-        return {"edgetpu": _edgetpu(Path(model), None, out, edgetpu_runtime, multiple_subgraphs, force)}
-    loaded, inputs, dataset, prep = _load(model, calib, unsafe, request)
-    if target == "edgetpu":
-        return {"edgetpu": _edgetpu(loaded, inputs.inputs[:samples], out, edgetpu_runtime, multiple_subgraphs,
-                                    force)}
-    from edgecnn.converters.calib_audit import audit  # noqa: PLC0415
-    from edgecnn.converters.calibration import RESCALING_LAYERS  # noqa: PLC0415
-    from edgecnn.converters.inspect import Family, InspectOptions, inspect  # noqa: PLC0415
-    from edgecnn.converters.prep_check import check_preprocessing  # noqa: PLC0415
-
-    rescales_itself = any(name in RESCALING_LAYERS for name in loaded.layer_classes)
-    with console_err.status("checking the preprocessing against the model"):
-        prep_report = check_preprocessing(loaded, prep, inputs, None, rescales_itself, (dataset,))
-    report = audit(inputs.inputs, dataset.labels, loaded.num_outputs, loaded.keras_model, prep_report)
-    options = InspectOptions(family=Family(family), samples=samples, top=top, calib_method=calib_method,
-                             onnx_target=onnx_target)
-    with console_err.status(f"quantizing {loaded.name} to {family} int8 and comparing layer by layer"):
-        result = inspect(loaded, inputs.inputs, options=options)
-    from dataclasses import replace  # noqa: PLC0415
-
-    return {"inspect": replace(result, audit=report)}
 
 
 def _prep_request(color: Optional[str], scale: Optional[str], mean: Optional[str], std: Optional[str]) -> Any:
@@ -110,31 +88,6 @@ def _prep_request(color: Optional[str], scale: Optional[str], mean: Optional[str
     return PrepRequest(color=ColorOrder(color) if color else None,
                        scale=number(scale, "--scale") if scale is not None else None,
                        mean=numbers(mean, "--mean"), std=numbers(std, "--std"))
-
-
-def _load(model: str, calib: Optional[str], unsafe: bool, request: Any) -> tuple[Any, Any, Any, Any]:
-    if not calib:
-        raise UsageError("inspect needs calibration data", "pass --calib DATA (image folder, .npy/.npz, or mnist)")
-    from edgecnn.converters import calibration as cal  # noqa: PLC0415
-    from edgecnn.converters.keras_load import load_model  # noqa: PLC0415
-    from edgecnn.data import load_dataset  # noqa: PLC0415
-
-    loaded = load_model(model, unsafe=unsafe)
-    prep, _ = cal.build_preprocessing(loaded.input_shape, request, loaded.layer_classes, loaded.keras_model)
-    dataset = load_dataset(calib, mnist_split="train")
-    inputs = cal.model_inputs(dataset, prep, loaded.input_shape, "calibration")
-    return loaded, inputs, dataset, prep
-
-
-def _edgetpu(model: Any, samples: Any, out: Optional[Path], runtime: int, multiple: bool, force: bool) -> Any:
-    from edgecnn.converters.edgetpu_compiler import EdgeTpuRequest, edgetpu_readiness  # noqa: PLC0415
-    from edgecnn.devices.edgetpu_check import EdgeTpuOptions  # noqa: PLC0415
-
-    request = EdgeTpuRequest(out_dir=out, force=force, options=EdgeTpuOptions(runtime, multiple))
-    if samples is None:
-        return edgetpu_readiness(model, request=request)
-    with console_err.status("writing the compiler-ready full-int8 model (batch 1)"):
-        return edgetpu_readiness(model, samples, request)
 
 
 def _emit(payload: dict[str, Any], as_json: bool, top: int = 10) -> None:
