@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # fixtures: the test-bed models
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 RESULTS = Path(__file__).resolve().parent / "results"
 FAST = "tflite-fp32,tflite-int8"
@@ -84,7 +86,7 @@ def _cached(name: str, make) -> Path:
 def seed_cases(work: Path, skip_mobilenet: bool) -> list[dict]:
     import keras
 
-    from edgecnn.converters.prep_models import colour_digits, photo_crops
+    from fixtures.prep_models import colour_digits, photo_crops
     from edgecnn.converters.zoo import build_seed, trained_mnist_cnn
 
     train, val = _mnist()
@@ -129,8 +131,8 @@ def seed_cases(work: Path, skip_mobilenet: bool) -> list[dict]:
 def suite_cases(work: Path) -> list[dict]:
     import keras
 
-    from edgecnn.converters.broken_model import trained_outlier_cnn
-    from edgecnn.converters.prep_models import colour_digits, trained_prep_model
+    from fixtures.broken_model import trained_outlier_cnn
+    from fixtures.prep_models import colour_digits, trained_prep_model
     from edgecnn.converters.zoo import trained_mnist_cnn
 
     train, val = _mnist()
@@ -172,7 +174,7 @@ def suite_cases(work: Path) -> list[dict]:
 
 
 def mismatch_cases(work: Path) -> list[dict]:
-    from edgecnn.converters.prep_models import colour_digits, trained_prep_model
+    from fixtures.prep_models import colour_digits, trained_prep_model
     from edgecnn.converters.zoo import trained_mnist_cnn
 
     _, val = _mnist()
@@ -203,7 +205,7 @@ def mismatch_cases(work: Path) -> list[dict]:
 
 def _options(kind: str) -> dict:
     """ConvertOptions fields that give a prep_models kind's training preprocessing."""
-    from edgecnn.converters.prep_models import preprocessing
+    from fixtures.prep_models import preprocessing
 
     prep = preprocessing(kind)
     return {"scale": prep.scale, "mean": tuple(prep.mean), "std": tuple(prep.std), "color": prep.color.value}
@@ -279,7 +281,7 @@ def families() -> dict:
     from edgecnn.converters.known_models import recognise
     from edgecnn.converters.prep_candidates import describe, options_for, same
     from edgecnn.converters.prep_check import check_preprocessing
-    from edgecnn.converters.prep_models import (documented_mode, documented_preprocessing, family_model,
+    from fixtures.prep_models import (documented_mode, documented_preprocessing, family_model,
                                                 family_size, fit_batchnorm, photo_crops)
     from edgecnn.data import Dataset
     from edgecnn.manifest import ColorOrder, Preprocessing

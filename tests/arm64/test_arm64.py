@@ -139,7 +139,7 @@ def test_outputs_comparison_catches_every_kind_of_difference(x86_run, tmp_path, 
 @pytest.fixture(scope="module")
 def x86_jsonl(tmp_path_factory, mnist_convert):
     """`edgecnn run` (the real CLI) of the int8 and fp32 models on a lossless video of 20 digits."""
-    from edgecnn.devices.videofile import digit_frames, write_video
+    from fixtures.video import digit_frames, write_video
 
     share = tmp_path_factory.mktemp("arm64-run")
     files = stage_models(mnist_convert, share)

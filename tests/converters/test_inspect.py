@@ -131,7 +131,7 @@ def test_cli_inspect_audit_flags_a_model_trained_on_0_255_fed_the_default(tmp_pa
     import cv2
 
     from edgecnn.cli import main
-    from edgecnn.converters.prep_models import trained_prep_model
+    from fixtures.prep_models import trained_prep_model
     from edgecnn.data import mnist_sample
 
     val = mnist_sample("val").head(120)

@@ -26,7 +26,7 @@ def prep_models():
     """LoadedModel per training input (unit, raw, signed, colour): trained once, cached in $EDGECNN_CACHE."""
     if not _MODELS:
         from edgecnn.converters.keras_load import load_model
-        from edgecnn.converters.prep_models import KINDS, trained_prep_model
+        from fixtures.prep_models import KINDS, trained_prep_model
 
         _MODELS.update({kind: load_model(trained_prep_model(kind)) for kind in KINDS})
     return _MODELS
@@ -78,7 +78,7 @@ COLOUR_FEEDS = ["colour", "torch", "caffe", "bgr"]  # x/255 RGB, ImageNet mean/s
 
 
 def _colour_prep(feed: str) -> Preprocessing:
-    from edgecnn.converters.prep_models import preprocessing
+    from fixtures.prep_models import preprocessing
 
     return replace(preprocessing("colour"), color=ColorOrder.BGR) if feed == "bgr" else preprocessing(feed)
 
@@ -91,7 +91,7 @@ def test_colour_sweep(prep_models, val, trained, feed, labelled):
     and a red/blue swap, each fed to models trained each way: warned exactly when the feed differs (without
     labels too: BatchNormalization statistics tell each of these apart), the fix naming the training options."""
     from edgecnn.converters.prep_candidates import options_for, same
-    from edgecnn.converters.prep_models import colour_digits
+    from fixtures.prep_models import colour_digits
 
     prep, truth = _colour_prep(feed), _colour_prep(trained)
     labels = val.labels if labelled else None
@@ -127,7 +127,7 @@ def test_batchnorm_evidence_must_be_large_and_fixed_by_the_candidate():
 
 
 def test_colour_order_swap_is_named_with_labels(prep_models, val):
-    from edgecnn.converters.prep_models import colour_digits
+    from fixtures.prep_models import colour_digits
 
     model = prep_models["colour"]
     images = colour_digits(val.images)
@@ -207,7 +207,7 @@ def test_issue_example_0_255_model_from_an_image_folder(tmp_path, prep_models, v
     """Trained on raw 0..255 pixels (no Rescaling layer), converted at the default 1/255: with labels the warning
     names --scale 1 and its accuracy; without labels BatchNormalization alone flags it."""
     from edgecnn.converters.pipeline import ConvertOptions, convert
-    from edgecnn.converters.prep_models import trained_prep_model
+    from fixtures.prep_models import trained_prep_model
 
     model = trained_prep_model("raw")
     options = ConvertOptions(formats="tflite-fp32", progress=False)
@@ -256,7 +256,7 @@ def test_keras_applications_get_their_documented_preprocessing_and_no_false_alar
     from edgecnn.converters.calibration import PrepRequest, build_preprocessing
     from edgecnn.converters.keras_load import LoadedModel
     from edgecnn.converters.prep_candidates import options_for, same
-    from edgecnn.converters.prep_models import (documented_preprocessing, family_model, family_size, fit_batchnorm,
+    from fixtures.prep_models import (documented_preprocessing, family_model, family_size, fit_batchnorm,
                                                 photo_crops)
     from edgecnn.preprocess import prepare_batch, to_float
 

@@ -74,7 +74,8 @@ def arm_side(root: Root, log: Log) -> Side:
 
 def stage_inputs(models: list[seeds.SeedArtifacts], frame_count: int, share: Path) -> None:
     """models/<name>/ copies, digits.mkv, pixels.npz (one array per model) and guest.py in the shared folder."""
-    from edgecnn.devices.videofile import digit_frames, write_video
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))  # the real-digit video fixture
+    from fixtures.video import digit_frames, write_video
 
     every, _ = digit_frames(HELD_OUT, size=FRAME_SIDE)
     bgr = every[np.linspace(0, HELD_OUT - 1, frame_count).astype(int)]  # sorted by class: spread over all ten
