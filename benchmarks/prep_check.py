@@ -7,12 +7,12 @@ process_time around the call), so both shares are measured in one run. Cases:
 
 * the demo (`edgecnn convert` with no model: the embedded MNIST CNN, calibrated and verified on MNIST);
 * every seed model (converters/zoo.py), trained briefly where the check has something to read: mnist_mlp on
-  MNIST x/255; cifar10_vgg / cifar10_cnn on RGB digits (converters/prep_models.colour_digits) at 32x32, x/255;
+  MNIST x/255; cifar10_vgg / cifar10_cnn on RGB digits (tests/fixtures/prep_models.colour_digits) at 32x32, x/255;
   mobilenet_v2 on RGB digits at 224x224 with its documented x/127.5 - 1, BatchNormalization momentum 0.9 for
   the brief training so its moving statistics converge (the Keras default, 0.999, needs thousands of steps);
   dave2 (a regressor: no labels to compare) random-initialised on crops of scikit-image photographs;
 * the test suite's models with their right preprocessing: the BatchNormalization CNNs of
-  converters/prep_models.py (x/255, 0..255, x/127.5 - 1, RGB digits), the broken-by-int8 outlier CNN, a CNN
+  tests/fixtures/prep_models.py (x/255, 0..255, x/127.5 - 1, RGB digits), the broken-by-int8 outlier CNN, a CNN
   with a Rescaling layer trained on raw pixels, an untrained CNN with augmentation layers, and the MNIST CNN
   exported as a SavedModel (no Keras layers: labels only);
 * mismatched on purpose (should warn): the issue's two examples and their kind.

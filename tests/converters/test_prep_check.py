@@ -1,4 +1,4 @@
-"""Preprocessing truth on real models trained briefly on the bundled MNIST digits (converters/prep_models.py):
+"""Preprocessing truth on real models trained briefly on the bundled MNIST digits (tests/fixtures/prep_models.py):
 every (trained-on, fed-as) pair of x/255, x and x/127.5 - 1, with and without labels; colour order; float
 arrays against the manifest; the issue's two examples through convert (warning, --strict); keras.applications
 families; BatchNormalization at its initial statistics and inside a nested model; no false alarm."""
