@@ -7,9 +7,17 @@ options that change the artifacts.
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
+
+
+def pytest_configure(config):
+    """Ctrl-C tests need Python's own SIGINT handling. A suite started in the background by a non-interactive
+    shell (`bash .ci/run &`) inherits SIGINT ignored, and so would every process it starts."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
