@@ -1,10 +1,13 @@
 """Every artifact against the Keras model on the same samples: agreement, output error, accuracy, drop — and
 the rule that refuses an artifact whose figures are wrong.
 
-Artifacts run through the device runners (edgecnn.devices.runners.open_runner), so verification
-exercises exactly the code a device runs, including input encoding with the manifest's preprocessing
-(edgecnn.preprocess.InputEncoder from uint8 pixels, as on a camera frame). Outputs of both sides are read
-with the one decoder (edgecnn.preprocess.decode_scores) and ranked with the one top-1 rule.
+Image data runs through the device's own frame path: each sample is handed to the device Classifier
+(edgecnn.devices.classify) as a camera frame arrives, BGR for a colour model, and classify()'s preparation
+and encoding write it into the runtime's input tensor. A fault in that path (a colour swap, a wrong table, a
+layout) is therefore a disagreement here, at conversion, not a surprise on the device. Float data (an array
+already preprocessed) and runs on a cluster (``--ray``) go through the same runners with the one encoder
+(edgecnn.preprocess.encode) instead. Outputs of both sides are read with the one decoder
+(edgecnn.preprocess.decode_scores) and ranked with the one top-1 rule.
 
 Ties are not disagreements: a sample where Keras's top-1 leads by no more than the artifact's numeric
 error (a lead within one output quantization step for an integer output; a small multiple of the measured
@@ -18,7 +21,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from edgecnn.manifest import OutputKind, Preprocessing, TensorSpec, Verification
+from edgecnn.manifest import ColorOrder, OutputKind, Preprocessing, TensorSpec, Verification
 from edgecnn.preprocess import decode_scores, dequantize, encode, is_binary, top1
 
 from edgecnn.converters.calibration import ModelInputs
@@ -28,6 +31,7 @@ Progress = Callable[[int], None]  # called with the number of samples just done
 # Raw outputs of an artifact for encoded samples: (path, family, encoded, progress) -> outputs. The default runs
 # here (_run_artifact); ``--ray`` passes one that runs the same batches as chunks on a cluster.
 RunArtifact = Callable[[Path, str, np.ndarray, Optional[Progress]], np.ndarray]
+FRAME_FAMILIES = ("tflite", "onnx")  # run on a device as frames; IMX500's model runs on the sensor
 FLOAT_PRECISIONS = ("fp32", "fp16")
 # How far a float artifact's raw outputs may stray from Keras, as a share of the output range.
 FLOAT_REL_TOLERANCE = {"fp32": 1e-3, "fp16": 5e-2}
@@ -63,10 +67,13 @@ def verify_artifact(path: Path, family: str, input_spec: TensorSpec, output_spec
                     run: Optional[RunArtifact] = None) -> Verification:
     """Run ``path`` on ``data`` and compare it with ``reference`` (the Keras raw outputs for the same samples).
 
-    ``run``: how the artifact is run on the encoded samples (default: here, through the device runner).
+    ``run``: how the artifact is run on the encoded samples (default: here, image data as camera frames
+    through the device Classifier, float data through the device runner).
     """
-    batch = encode_inputs(data, prep, input_spec)
-    raw = (run or _run_artifact)(Path(path), family, batch, progress)
+    if run is None and data.pixels is not None and family in FRAME_FAMILIES:
+        raw = run_frames(Path(path), family, data.pixels, prep, progress)
+    else:
+        raw = (run or _run_artifact)(Path(path), family, encode_inputs(data, prep, input_spec), progress)
     outputs = dequantize(raw, output_spec).reshape(len(data), -1)
     return compare(outputs, reference, data.labels, data.role, kind, tie_tolerance(outputs, reference, output_spec,
                                                                                   precision))
@@ -187,6 +194,40 @@ def cluster_run(cluster, placements: Optional[list] = None) -> Optional[RunArtif
         return raw
 
     return run
+
+
+def camera_frame(pixels: np.ndarray, prep: Preprocessing) -> tuple[np.ndarray, ColorOrder]:
+    """(frame, its colour order) as a camera hands one to the device: BGR for a colour model, whatever order
+    the model takes, so that the Classifier's own colour handling is exercised; a grey model gets (H, W)."""
+    if prep.channels == 1:
+        return pixels.reshape(pixels.shape[0], pixels.shape[1]), ColorOrder.GRAY
+    if ColorOrder(prep.color) == ColorOrder.RGB:
+        return np.ascontiguousarray(pixels[:, :, ::-1]), ColorOrder.BGR
+    return pixels, ColorOrder.BGR
+
+
+def run_frames(path: Path, family: str, pixels: np.ndarray, prep: Preprocessing,
+               progress: Optional[Progress] = None) -> np.ndarray:
+    """Raw outputs (N, *output shape), in the output's dtype, of the artifact for (N, H, W, C) uint8 pixels in
+    the model's colour order, each taken as a camera frame by the device Classifier (Classifier.raw_output)."""
+    from edgecnn.devices.base import RunnerOptions  # noqa: PLC0415
+    from edgecnn.devices.classify import Classifier  # noqa: PLC0415
+    from edgecnn.devices.runners import cpu_target, open_runner  # noqa: PLC0415
+
+    # probe=False: the file was written by this process a moment ago, there is no untrusted input to isolate.
+    runner = open_runner(path, cpu_target(family), RunnerOptions(probe=False))
+    try:
+        classifier = Classifier(runner, prep, labels=())
+    except BaseException:
+        runner.close()
+        raise
+    with classifier:
+        rows = []
+        for start in range(0, len(pixels), BATCH):
+            rows.extend(classifier.raw_output(*camera_frame(image, prep)) for image in pixels[start:start + BATCH])
+            if progress is not None:
+                progress(min(BATCH, len(pixels) - start))
+    return np.concatenate(rows)
 
 
 def _run_artifact(path: Path, family: str, batch: np.ndarray, progress: Optional[Progress]) -> np.ndarray:

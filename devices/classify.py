@@ -304,21 +304,31 @@ class Classifier:
         index, label, score in 0..1), every class over the threshold for a multi-label head, and per-stage times
         in milliseconds. Raises DataError for a frame that is empty or of another dtype or shape."""
         t0 = time.perf_counter()
-        fused = self._fused and _colour_frame(frame) and ColorOrder(source_color) != ColorOrder.GRAY
-        pixels = None if fused else self.prepare(frame, source_color)  # a bad frame fails here, before any view
-        if self._fill_input(frame, source_color, pixels):
-            t1 = time.perf_counter()
-            raw = self.runner.invoke_in_place()
-        else:
-            batch = self._encode_into_buffer(self.prepare(frame, source_color) if pixels is None else pixels)
-            t1 = time.perf_counter()
-            raw = self.runner.invoke(batch)
+        raw, t1 = self._infer(frame, source_color)
         t2 = time.perf_counter()
         scores = decode_scores(raw, self.runner.output, self.output_kind)[0]
         top = self.top_predictions(scores)
         active = self.over_threshold(scores) if self.output_kind == OutputKind.MULTILABEL_SIGMOID else None
         t3 = time.perf_counter()
         return ClassifyResult(top, StageTimes((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3), active)
+
+    def raw_output(self, frame: np.ndarray, source_color: ColorOrder = ColorOrder.BGR) -> np.ndarray:
+        """The model's raw output tensor (1, *output shape), in its own dtype (int8 for a full-int8 model), for
+        one raw frame taken exactly as classify() takes it. Conversion verifies artifacts through this, so the
+        device's frame path (resize, colour swap, encoding into the input tensor) is what verification judges.
+        Raises DataError as classify()."""
+        return self._infer(frame, source_color)[0]
+
+    def _infer(self, frame: np.ndarray, source_color: ColorOrder) -> tuple[np.ndarray, float]:
+        """(raw output, perf_counter time when the input tensor was ready) for one raw frame."""
+        fused = self._fused and _colour_frame(frame) and ColorOrder(source_color) != ColorOrder.GRAY
+        pixels = None if fused else self.prepare(frame, source_color)  # a bad frame fails here, before any view
+        if self._fill_input(frame, source_color, pixels):
+            ready = time.perf_counter()
+            return self.runner.invoke_in_place(), ready
+        batch = self._encode_into_buffer(self.prepare(frame, source_color) if pixels is None else pixels)
+        ready = time.perf_counter()
+        return self.runner.invoke(batch), ready
 
     def top_predictions(self, scores: np.ndarray) -> tuple[Prediction, ...]:
         return tuple(self._prediction(i, s) for i, s in top_k(scores, self.top_k))

@@ -24,7 +24,7 @@ from tools.arm64emu import compare, host, report, rootfs  # noqa: E402
 from tools.arm64emu.check import GUEST_SCRIPT  # noqa: E402
 
 DIGITS = 20
-FORMATS = ("tflite-int8", "tflite-fp32", "onnx-int8", "onnx-fp32")
+FORMATS = ("tflite-int8", "tflite-fp32", "tflite-dynamic", "onnx-int8", "onnx-fp32")
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mount, unshare)")
 
 
@@ -136,6 +136,31 @@ def test_outputs_comparison_catches_every_kind_of_difference(x86_run, tmp_path, 
         assert result.ties == 1 and result.top1_same == DIGITS - 1
 
 
+def test_dynamic_range_tolerance_is_the_formats_own_error_in_the_same_run(x86_run, tmp_path):
+    """Dynamic-range kernels quantize activations with each CPU's float arithmetic: a difference of about one
+    activation step between CPUs is legitimate, one larger than the format's own error against float32 is not."""
+    share, files, _, _ = x86_run
+    path = files["tflite-dynamic"]
+    envelope = compare.dynamic_envelope(share / "x86.npz", path, files["tflite-fp32"])
+    with np.load(share / "x86.npz") as loaded:
+        x86 = {k: loaded[k] for k in loaded.files}
+        expected = np.max(np.abs(loaded[f"{path}|scores"].astype(np.float64)
+                                 - loaded[f"{files['tflite-fp32']}|scores"]))
+    assert envelope == pytest.approx(expected) and 1e-6 < envelope < 0.1  # real int8 weights: a real error
+    np.savez(tmp_path / "x86.npz", **x86)
+    for factor, ok in ((0.5, True), (1.9, True), (3.0, False)):
+        arm = {k: v.copy() for k, v in x86.items()}
+        arm[f"{path}|scores"][4, 1] += factor * envelope
+        np.savez(tmp_path / "arm.npz", **arm)
+        result = compare.compare_outputs(tmp_path / "x86.npz", tmp_path / "arm.npz", path, path, False, envelope)
+        assert result.ok is ok, (factor, result)
+        assert result.tolerance == pytest.approx(compare.FLOAT_TOLERANCE + 2 * envelope)
+    strict = compare.compare_outputs(tmp_path / "x86.npz", tmp_path / "arm.npz", path, path, False)
+    assert not strict.ok and "max |difference|" in strict.reason  # without the envelope: float tolerance
+    with pytest.raises(KeyError):
+        compare.dynamic_envelope(share / "x86.npz", path, "models/absent.tflite")
+
+
 @pytest.fixture(scope="module")
 def x86_jsonl(tmp_path_factory, mnist_convert):
     """`edgecnn run` (the real CLI) of the int8 and fp32 models on a lossless video of 20 digits."""
@@ -201,7 +226,7 @@ def test_report_labels_emulated_timings_and_lists_every_problem(x86_run, tmp_pat
     md, js = report.write(result, tmp_path)
     text = md.read_text()
     assert report.TIMING_WARNING in text and "**Verdict: FAIL**" in text
-    assert "| mnist_cnn | onnx-int8 | 20/20 | 0 | yes | " in text and "failed: counting MACs failed" in text
+    assert "| mnist_cnn | onnx-int8 | 20/20 | 0 | 1.0e-05 | yes | " in text and "failed: counting MACs failed" in text
     def no_nan(token: str):
         raise ValueError(f"{token} is not standard JSON")
     assert json.loads(js.read_text(), parse_constant=no_nan)["records"][0]["outputs"]["max_abs_diff"] == 0

@@ -22,7 +22,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 from tools.arm64emu import seeds
-from tools.arm64emu.compare import Agreement, compare_outputs, compare_runs
+from tools.arm64emu.compare import Agreement, compare_outputs, compare_runs, dynamic_envelope
 from tools.arm64emu.host import Log, last_line, run_tool
 from tools.arm64emu.rootfs import VENV, Root
 from tools.arm64emu.session import GUEST_EDGECNN, CheckFailed, emulated_root, prepare_host
@@ -186,13 +186,15 @@ def agreements(models: list[seeds.SeedArtifacts], share: Path, options: CheckOpt
         for entry in model.manifest.artifacts:
             path = relative(model, entry.file)
             quantized = bool(entry.output.quantized)
-            outputs = failed_agreement("outputs", path, quantized, failures.get("outputs")) \
-                or compare_outputs(share / "x86-outputs.npz", share / "arm64-outputs.npz", path, path, quantized)
+            envelope, no_envelope = dynamic_tolerance(model, entry, share / "x86-outputs.npz")
+            outputs = failed_agreement("outputs", path, quantized, failures.get("outputs") or no_envelope) \
+                or compare_outputs(share / "x86-outputs.npz", share / "arm64-outputs.npz", path, path, quantized,
+                                   envelope)
             run: Optional[Agreement] = None
             if options.run_formats is None or entry.name in options.run_formats:
-                run = failed_agreement("run", path, quantized, failures.get(path)) or compare_runs(
+                run = failed_agreement("run", path, quantized, failures.get(path) or no_envelope) or compare_runs(
                     share / "x86" / model.name / f"{entry.file}.jsonl",
-                    share / "arm64" / model.name / f"{entry.file}.jsonl", path, classes, quantized)
+                    share / "arm64" / model.name / f"{entry.file}.jsonl", path, classes, quantized, envelope)
             records.append({"model": model.name, "weights": model.weights, "format": entry.name, "file": entry.file,
                             "quantized_output": quantized, "classes": classes, "outputs": outputs.to_dict(),
                             "run": run.to_dict() if run else None,
@@ -200,6 +202,21 @@ def agreements(models: list[seeds.SeedArtifacts], share: Path, options: CheckOpt
                                                 arm_rows.get((entry.file, entry.name)),
                                                 options.bench_formats is None or entry.name in options.bench_formats)})
     return records
+
+
+def dynamic_tolerance(model: seeds.SeedArtifacts, entry, x86_npz: Path) -> tuple[float, Optional[str]]:
+    """(envelope, None) for a dynamic-range artifact, from its float32 sibling's x86 outputs (compare.py says
+    why); (0.0, None) for any other artifact; (0.0, reason) when the envelope cannot be taken."""
+    if entry.precision != "dynamic":
+        return 0.0, None
+    family = entry.name.split("-")[0]
+    sibling = next((e for e in model.manifest.artifacts if e.name == f"{family}-fp32"), None)
+    if sibling is None:
+        return 0.0, f"no {family}-fp32 artifact to take the dynamic-range tolerance from"
+    try:
+        return dynamic_envelope(x86_npz, relative(model, entry.file), relative(model, sibling.file)), None
+    except (KeyError, ValueError, OSError) as exc:
+        return 0.0, f"no dynamic-range tolerance: {exc}"
 
 
 def failed_agreement(what: str, path: str, quantized: bool, error: Optional[str]) -> Optional[Agreement]:

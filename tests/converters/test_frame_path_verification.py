@@ -1,0 +1,112 @@
+"""Verification judges the device's own frame path: image data reaches each artifact as camera frames
+(BGR for a colour model) through the device Classifier, so a fault there fails the conversion instead of
+surfacing on the device. The model's class is the brightest colour channel, so any colour mix-up shows."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecnn.manifest import ColorOrder, Preprocessing
+
+SIDE = 16
+CLASSES = ("blue", "green", "red")  # alphabetical, as class folders are read; index = the bright channel's
+CHANNEL = {"red": 0, "green": 1, "blue": 2}  # RGB order
+
+
+def colour_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(count, 16, 16, 3) uint8 RGB images, one channel brighter than the other two, and the labels."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, len(CLASSES), count)
+    images = rng.integers(0, 110, (count, SIDE, SIDE, 3)).astype(np.uint8)
+    for image, label in zip(images, labels):
+        image[:, :, CHANNEL[CLASSES[label]]] += 120
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def colour_model(tmp_path_factory) -> tuple[Path, Path]:
+    """A Keras model that scores the mean of each channel (no training: weights set by hand), and a .npz of
+    labelled RGB images."""
+    import keras
+
+    folder = tmp_path_factory.mktemp("colour")
+    model = keras.Sequential([keras.Input((SIDE, SIDE, 3)), keras.layers.Rescaling(1 / 255),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3, activation="softmax")])
+    weights = np.zeros((3, 3), np.float32)
+    for index, name in enumerate(CLASSES):
+        weights[CHANNEL[name], index] = 20.0
+    model.layers[-1].set_weights([weights, np.zeros(3, np.float32)])
+    model.save(folder / "colour.keras")
+    images, labels = colour_images(300, seed=1)
+    np.savez(folder / "data.npz", x=images, y=labels)
+    return folder / "colour.keras", folder / "data.npz"
+
+
+def test_the_model_sees_colour(colour_model):
+    import keras
+
+    images, labels = colour_images(100, seed=2)
+    model = keras.models.load_model(colour_model[0])
+    assert np.mean(np.argmax(model.predict(images.astype(np.float32), verbose=0), axis=1) == labels) == 1.0
+
+
+def test_frame_path_and_batch_path_give_the_same_raw_outputs(colour_model, tmp_path):
+    """The two device paths (camera frames through the Classifier, encoded batches through the runner) agree
+    bit for bit on every format, int8 included: the frame path's colour swap and tables are the encoder's."""
+    from edgecnn.converters.pipeline import ConvertOptions, convert
+    from edgecnn.converters.verify import _run_artifact, encode_inputs, run_frames
+    from edgecnn.converters.calibration import ModelInputs
+
+    model, data = colour_model
+    result = convert(model, calib=str(data), val=str(data), out=tmp_path / "out",
+                     options=ConvertOptions(progress=False, formats="tflite-fp32,tflite-int8,onnx-int8"))
+    manifest = result.manifest
+    assert ColorOrder(manifest.preprocessing.color) == ColorOrder.RGB
+    images, labels = colour_images(64, seed=3)
+    inputs = ModelInputs(images.astype(np.float32), images, labels, "test", "validation")
+    for entry in manifest.artifacts:
+        family = "tflite" if entry.file.endswith(".tflite") else "onnx"
+        path = result.out_dir / entry.file
+        frames = run_frames(path, family, images, manifest.preprocessing)
+        batch = _run_artifact(path, family, encode_inputs(inputs, manifest.preprocessing, entry.input), None)
+        assert frames.dtype == batch.dtype and frames.shape == batch.shape == (64, 3), entry.name
+        np.testing.assert_array_equal(frames, batch, err_msg=entry.name)
+        assert np.mean(np.argmax(frames, axis=1) == labels) == 1.0, entry.name
+        assert entry.verification.agreement == 1.0, entry.name
+
+
+def test_a_colour_fault_in_the_device_frame_path_fails_the_conversion(colour_model, tmp_path, monkeypatch):
+    """A Classifier that takes camera frames in the wrong colour order (as a device path bug would) makes every
+    artifact disagree with Keras: the conversion refuses them, naming the agreement."""
+    from edgecnn.converters.pipeline import ConvertOptions, convert
+    from edgecnn.devices.classify import Classifier
+    from edgecnn.errors import ConversionFailedError
+
+    original = Classifier._infer
+
+    def swapped(self, frame, source_color):
+        return original(self, np.ascontiguousarray(frame[..., ::-1]) if frame.ndim == 3 else frame, source_color)
+
+    monkeypatch.setattr(Classifier, "_infer", swapped)
+    model, data = colour_model
+    with pytest.raises(ConversionFailedError) as failed:
+        convert(model, calib=str(data), val=str(data), out=tmp_path / "out",
+                options=ConvertOptions(progress=False, formats="tflite-fp32,tflite-int8"))
+    message = str(failed.value)
+    assert "tflite-fp32" in message and "tflite-int8" in message, message
+    assert not list(tmp_path.glob("out/*.tflite"))  # nothing refused is published
+
+
+def test_grey_and_bgr_models_take_their_frames_as_a_camera_gives_them():
+    from edgecnn.converters.verify import camera_frame
+
+    pixels = np.arange(4 * 4 * 3, dtype=np.uint8).reshape(4, 4, 3)
+    frame, colour = camera_frame(pixels, Preprocessing(4, 4, ColorOrder.RGB))
+    assert colour == ColorOrder.BGR and np.array_equal(frame, pixels[:, :, ::-1]) and frame.flags.c_contiguous
+    frame, colour = camera_frame(pixels, Preprocessing(4, 4, ColorOrder.BGR))
+    assert colour == ColorOrder.BGR and frame is pixels
+    grey = pixels[:, :, :1]
+    frame, colour = camera_frame(grey, Preprocessing(4, 4, ColorOrder.GRAY))
+    assert colour == ColorOrder.GRAY and frame.shape == (4, 4) and np.array_equal(frame, grey[:, :, 0])
