@@ -131,6 +131,10 @@ def _convert(model, calib, val, out, options: ConvertOptions, log: NativeLog, cl
     for spec in formats:
         spec.check_ready()  # a format's missing toolchain: one line, before anything is built or written
     calib_set, val_set = _load_data(calib, val)
+    folder_notes: list[str] = []
+    if options.labels_file is not None:
+        names = read_labels(Path(options.labels_file))
+        calib_set, val_set = (_match_folders(d, names, options.labels_file, folder_notes) for d in (calib_set, val_set))
     calib_inputs = cal.model_inputs(calib_set, prep, loaded.input_shape, "calibration") if calib_set else None
     val_inputs = cal.model_inputs(val_set, prep, loaded.input_shape, "validation") if val_set else None
     chosen_calib, calib_warn = (None, ())
@@ -154,7 +158,7 @@ def _convert(model, calib, val, out, options: ConvertOptions, log: NativeLog, cl
     check_writable_dir(out_dir)
 
     warnings = list(loaded.notes) + list(prep_notes) + [finding.line() for finding in prep_report.warnings] \
-        + list(head.warnings) + list(calib_warn)
+        + list(head.warnings) + list(calib_warn) + folder_notes
     calib_record = cal.calibration_record(chosen_calib, options.calib_method, options.seed, calib_warn) \
         if chosen_calib is not None else {}
     if chosen_calib is not None and any(spec.name == "onnx-int8" for spec in formats):
@@ -297,6 +301,33 @@ def _load_data(calib, val) -> tuple[Optional[Dataset], Optional[Dataset]]:
     calib_set = load_dataset(calib, mnist_split="train") if calib is not None else None
     val_set = load_dataset(val, mnist_split="val") if val is not None else None
     return calib_set, val_set
+
+
+def _match_folders(dataset: Optional[Dataset], names: tuple[str, ...], labels_file: Path,
+                   notes: list[str]) -> Optional[Dataset]:
+    """Class folders renumbered in the labels file's order when they carry the same names. Folders are otherwise
+    numbered alphabetically (as Keras's image_dataset_from_directory does), which silently scores every image
+    against the wrong output when the model was trained in another order. Raises DataError when the folders and
+    the file share some names but not all (one of them is misspelt or missing a class)."""
+    if dataset is None or not dataset.class_names or dataset.labels is None:
+        return dataset
+    folders = tuple(dataset.class_names)
+    shared = set(folders) & set(names)
+    if not shared:
+        return dataset  # numbered or otherwise named folders: their (alphabetical) order is the output order
+    if set(folders) != set(names) or len(folders) != len(names):
+        differ = sorted(set(folders) ^ set(names))
+        raise DataError(f"the class folders of {dataset.source} and labels file {labels_file} name different classes "
+                        f"({', '.join(differ[:6])})", "name the folders exactly as the labels file's lines, or give "
+                        "folders whose alphabetical order is the model's output order and no labels file")
+    if folders == names:
+        return dataset
+    import numpy as np  # noqa: PLC0415
+
+    position = np.array([names.index(name) for name in folders], dtype=np.int64)
+    notes.append(f"class folders of {dataset.source} numbered in the order of {labels_file} by name, not "
+                 f"alphabetically ({', '.join(f'{n}={i}' for i, n in enumerate(names))})")
+    return dataclasses.replace(dataset, labels=position[dataset.labels], class_names=names)
 
 
 def _labels(labels_file: Optional[Path], dataset: Optional[Dataset], classes: int) -> tuple[str, ...]:

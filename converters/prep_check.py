@@ -42,6 +42,8 @@ Z_MIN = 3.0           # paired sign test: (wins - losses) / sqrt(wins + losses)
 BN_BAD = 0.5          # nats: a BatchNormalization divergence this large is a mismatch if a candidate fixes it
 BN_RATIO = 4.0        # ... by being this many times smaller
 GIVEN = "as given"
+ORDER_SHARE = 0.8     # a label's samples that must land on one output to call the class order permuted
+ORDER_MIN_SAMPLES = 5  # per label, for that call
 
 
 class Severity(str, Enum):
@@ -166,6 +168,7 @@ def check_preprocessing(model: Any, prep: Preprocessing, calib: Optional[ModelIn
     scores = _score_rows(options, bn_scores, correct)
     findings = _refine_array_fixes(findings, scores, probe, prep, given_prep, correct)
     findings = _merge(findings, _verdict(scores, options, probe, prep, correct), probe)
+    findings += _class_order_findings(model, inputs_of(GIVEN), probe, correct, datasets)
     data = {"source": probe.source, "role": probe.role, "samples": len(probe),
             "labelled": correct is not None, "input": "pixels" if probe.pixels is not None else "float arrays"}
     return PrepReport(tuple(findings), scores, evidence, data, time.perf_counter() - started,
@@ -334,6 +337,42 @@ def _fix(best: CandidateScore, options: list[Candidate], probe: ModelInputs) -> 
     target = next(c.prep for c in options if c.name == best.name)
     made = f"save the arrays preprocessed as {describe(target)}, or give the images"
     return f"{made}{accuracy}" if not best.options else f"pass {best.options} and {made}{accuracy}"
+
+
+def _class_order_findings(model: Any, inputs: Any, probe: ModelInputs, correct: Optional[dict],
+                          datasets: tuple) -> list[PrepFinding]:
+    """A warning when Keras, fed as given, puts nearly every sample of each label on one other output, one label
+    per output: the labels are numbered in another order than the model's outputs (class folders are numbered
+    alphabetically). A colour-order candidate can score as well by the same swap, so this is said beside it."""
+    if correct is None or GIVEN not in correct or correct[GIVEN].mean() >= 1.0 - MIN_GAIN:
+        return []
+    labels = probe.labels
+    predicted = np.concatenate([model.predict(rows, batch_size=len(rows)).argmax(axis=1)
+                                for _, rows in packed_chunks([inputs], [len(labels)])])
+    mapping: dict[int, int] = {}
+    for label in np.unique(labels):
+        votes = np.bincount(predicted[labels == label])
+        if (labels == label).sum() < ORDER_MIN_SAMPLES or votes.max() < ORDER_SHARE * (labels == label).sum():
+            return []
+        mapping[int(label)] = int(votes.argmax())
+    moved = {k: v for k, v in mapping.items() if k != v}
+    if not moved or len(set(mapping.values())) != len(mapping):
+        return []
+    remapped = float(np.mean(np.array([mapping[int(t)] for t in labels]) == predicted))
+    if remapped - float(correct[GIVEN].mean()) < MIN_GAIN:
+        return []
+    names = next((tuple(d.class_names) for d in datasets if d is not None and d.class_names), None)
+
+    def name(index: int) -> str:
+        return f"'{names[index]}' ({index})" if names and index < len(names) else str(index)
+
+    shown = ", ".join(f"{name(k)} -> output {v}" for k, v in sorted(moved.items())[:6])
+    message = (f"class order mismatch: Keras puts each label of the {len(labels)} {probe.role} samples on another "
+               f"output ({shown}): read that way, top-1 is {_pct(remapped)} instead of "
+               f"{_pct(float(correct[GIVEN].mean()))}")
+    fix = ("give --labels FILE with the model's classes in output order, one per line (class folders are then "
+           "matched by name); class folders are otherwise numbered alphabetically")
+    return [PrepFinding("labels", Severity.WARNING, message, fix)]
 
 
 def _merge(findings: list[PrepFinding], verdict: list[PrepFinding], probe: ModelInputs) -> list[PrepFinding]:

@@ -134,8 +134,9 @@ def run(model: Path | str, device: str = "cpu", source: str = "0", options: RunO
 
         in_camera = get_target(device).in_camera  # an unknown device name is reported before anything else is opened
     spec = parse_source(source, options.width, options.height, loop=options.loop)
-    outputs = [Path(p) for p in (options.jsonl, options.record) if p and p != "-"]
-    refuse_overwrite(outputs, options.force)
+    for path, option in ((options.jsonl, "--jsonl"), (options.record, "--record")):
+        if path and path != "-":
+            refuse_overwrite([Path(path)], options.force, option)
     with contextlib.ExitStack() as stack:
         if in_camera:  # the camera runs the network (IMX500): it gives both the frames and their results
             from edgecnn.devices.imx500 import open_session  # noqa: PLC0415

@@ -53,11 +53,13 @@ def check_writable_dir(directory: Path) -> None:
                               "choose a writable folder with --out") from None
 
 
-def refuse_overwrite(paths: list[Path], force: bool) -> None:
+def refuse_overwrite(paths: list[Path], force: bool, option: str = "--out") -> None:
+    """Raise OutputExistsError naming the first of ``paths`` that exists, unless ``force``; ``option``: the
+    command-line option that chose them, for the hint."""
     existing = [str(p) for p in paths if Path(p).exists()]
     if existing and not force:
         raise OutputExistsError(f"{existing[0]} already exists" + (f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""),
-                                "pass --force to overwrite, or choose another --out")
+                                f"pass --force to overwrite, or choose another {option}")
 
 
 @contextlib.contextmanager

@@ -110,3 +110,70 @@ def test_grey_and_bgr_models_take_their_frames_as_a_camera_gives_them():
     grey = pixels[:, :, :1]
     frame, colour = camera_frame(grey, Preprocessing(4, 4, ColorOrder.GRAY))
     assert colour == ColorOrder.GRAY and frame.shape == (4, 4) and np.array_equal(frame, grey[:, :, 0])
+
+
+# -- class folders and a labels file -------------------------------------------------------------------------
+TRAINED_ORDER = ("red", "green", "blue")  # the model's outputs; alphabetical folders would be blue, green, red
+
+
+@pytest.fixture(scope="module")
+def red_first_model(tmp_path_factory) -> Path:
+    """The colour model with its outputs in the order red, green, blue (not alphabetical), and class folders of
+    PNG files (written BGR, as OpenCV writes) named by colour."""
+    import cv2
+    import keras
+
+    folder = tmp_path_factory.mktemp("red-first")
+    model = keras.Sequential([keras.Input((SIDE, SIDE, 3)), keras.layers.Rescaling(1 / 255),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3, activation="softmax")])
+    weights = np.zeros((3, 3), np.float32)
+    for index, name in enumerate(TRAINED_ORDER):
+        weights[CHANNEL[name], index] = 20.0
+    model.layers[-1].set_weights([weights, np.zeros(3, np.float32)])
+    model.save(folder / "colour.keras")
+    images, labels = colour_images(90, seed=4)
+    for i, (image, label) in enumerate(zip(images, labels)):
+        (folder / "data" / CLASSES[label]).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / "data" / CLASSES[label] / f"{i}.png"), image[:, :, ::-1])
+    return folder
+
+
+def test_class_folders_follow_the_labels_file_by_name(red_first_model, tmp_path):
+    """Folders are numbered alphabetically unless a labels file names them: then by the file's order, so the
+    model trained red, green, blue is scored against the right outputs (100 %, not the 33 % of blue=0)."""
+    from edgecnn.converters.pipeline import ConvertOptions, convert
+
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(TRAINED_ORDER) + "\n")
+    data = str(red_first_model / "data")
+    result = convert(red_first_model / "colour.keras", calib=data, val=data, out=tmp_path / "out",
+                     options=ConvertOptions(progress=False, formats="tflite-int8", labels_file=labels))
+    assert result.manifest.labels == TRAINED_ORDER
+    verification = result.manifest.artifacts[0].verification
+    assert verification.keras_accuracy == 1.0 and verification.accuracy == 1.0, verification
+    assert any("numbered in the order of" in w and "red=0" in w for w in result.warnings), result.warnings
+    # Without the file the folders' alphabetical order is taken: Keras itself then scores a third.
+    plain = convert(red_first_model / "colour.keras", calib=data, val=data, out=tmp_path / "plain",
+                    options=ConvertOptions(progress=False, formats="tflite-fp32"))
+    assert plain.manifest.labels == CLASSES
+    assert plain.manifest.artifacts[0].verification.keras_accuracy < 0.5
+    # ... and the check names the class order (a colour swap happens to explain it too: both are said).
+    order = [w for w in plain.warnings if w.startswith("class order mismatch")]
+    assert len(order) == 1 and "'blue' (0) -> output 2" in order[0] and "'red' (2) -> output 0" in order[0], \
+        plain.warnings
+    assert "top-1 is 100.0 %" in order[0] and "--labels" in order[0]
+    assert not any(w.startswith("class order") for w in result.warnings)
+
+
+def test_a_labels_file_naming_other_classes_than_the_folders_is_refused(red_first_model, tmp_path):
+    from edgecnn.converters.pipeline import ConvertOptions, convert
+    from edgecnn.errors import DataError
+
+    labels = tmp_path / "labels.txt"
+    labels.write_text("red\ngreen\nyellow\n")
+    data = str(red_first_model / "data")
+    with pytest.raises(DataError) as refused:
+        convert(red_first_model / "colour.keras", calib=data, val=data, out=tmp_path / "out",
+                options=ConvertOptions(progress=False, formats="tflite-fp32", labels_file=labels))
+    assert "name different classes (blue, yellow)" in str(refused.value)
+    assert not (tmp_path / "out").exists()
