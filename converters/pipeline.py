@@ -308,19 +308,21 @@ def _match_folders(dataset: Optional[Dataset], names: tuple[str, ...], labels_fi
     """Class folders renumbered in the labels file's order when they carry the same names. Folders are otherwise
     numbered alphabetically (as Keras's image_dataset_from_directory does), which silently scores every image
     against the wrong output when the model was trained in another order. Raises DataError when the folders and
-    the file share some names but not all (one of them is misspelt or missing a class)."""
+    the file name a class at different positions without naming the same classes."""
     if dataset is None or not dataset.class_names or dataset.labels is None:
         return dataset
     folders = tuple(dataset.class_names)
-    shared = set(folders) & set(names)
-    if not shared:
-        return dataset  # numbered or otherwise named folders: their (alphabetical) order is the output order
-    if set(folders) != set(names) or len(folders) != len(names):
-        differ = sorted(set(folders) ^ set(names))
-        raise DataError(f"the class folders of {dataset.source} and labels file {labels_file} name different classes "
-                        f"({', '.join(differ[:6])})", "name the folders exactly as the labels file's lines, or give "
-                        "folders whose alphabetical order is the model's output order and no labels file")
     if folders == names:
+        return dataset
+    if set(folders) != set(names) or len(folders) != len(names):
+        # Other names (display names for numbered folders, say) keep the folders' alphabetical order, unless a
+        # name both use sits at another position: then the two disagree on what that output is.
+        moved = [n for n in folders if n in names and names.index(n) != folders.index(n)]
+        if moved:
+            raise DataError(f"class folder '{moved[0]}' of {dataset.source} is class {folders.index(moved[0])} "
+                            f"alphabetically but line {names.index(moved[0]) + 1} of labels file {labels_file}",
+                            "name the folders exactly as the labels file's lines (they are then matched by name), "
+                            "or give folders whose alphabetical order is the model's output order")
         return dataset
     import numpy as np  # noqa: PLC0415
 
