@@ -25,20 +25,25 @@ def colour_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
+def save_channel_model(path: Path, order: tuple[str, ...]) -> None:
+    """A Keras model scoring the mean of each channel, its outputs in ``order`` (weights set by hand)."""
+    import keras
+
+    model = keras.Sequential([keras.Input((SIDE, SIDE, 3)), keras.layers.Rescaling(1 / 255),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3, activation="softmax")])
+    weights = np.zeros((3, 3), np.float32)
+    for index, name in enumerate(order):
+        weights[CHANNEL[name], index] = 20.0
+    model.layers[-1].set_weights([weights, np.zeros(3, np.float32)])
+    model.save(path)
+
+
 @pytest.fixture(scope="module")
 def colour_model(tmp_path_factory) -> tuple[Path, Path]:
     """A Keras model that scores the mean of each channel (no training: weights set by hand), and a .npz of
     labelled RGB images."""
-    import keras
-
     folder = tmp_path_factory.mktemp("colour")
-    model = keras.Sequential([keras.Input((SIDE, SIDE, 3)), keras.layers.Rescaling(1 / 255),
-                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3, activation="softmax")])
-    weights = np.zeros((3, 3), np.float32)
-    for index, name in enumerate(CLASSES):
-        weights[CHANNEL[name], index] = 20.0
-    model.layers[-1].set_weights([weights, np.zeros(3, np.float32)])
-    model.save(folder / "colour.keras")
+    save_channel_model(folder / "colour.keras", CLASSES)
     images, labels = colour_images(300, seed=1)
     np.savez(folder / "data.npz", x=images, y=labels)
     return folder / "colour.keras", folder / "data.npz"
@@ -121,16 +126,9 @@ def red_first_model(tmp_path_factory) -> Path:
     """The colour model with its outputs in the order red, green, blue (not alphabetical), and class folders of
     PNG files (written BGR, as OpenCV writes) named by colour."""
     import cv2
-    import keras
 
     folder = tmp_path_factory.mktemp("red-first")
-    model = keras.Sequential([keras.Input((SIDE, SIDE, 3)), keras.layers.Rescaling(1 / 255),
-                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3, activation="softmax")])
-    weights = np.zeros((3, 3), np.float32)
-    for index, name in enumerate(TRAINED_ORDER):
-        weights[CHANNEL[name], index] = 20.0
-    model.layers[-1].set_weights([weights, np.zeros(3, np.float32)])
-    model.save(folder / "colour.keras")
+    save_channel_model(folder / "colour.keras", TRAINED_ORDER)
     images, labels = colour_images(90, seed=4)
     for i, (image, label) in enumerate(zip(images, labels)):
         (folder / "data" / CLASSES[label]).mkdir(parents=True, exist_ok=True)
