@@ -12,8 +12,8 @@ hooks, compiled bytecode, as on a Pi. Measured:
 - edgecnn, first start: the same with an empty probe cache, so the child-process probe runs (the first start
   on a new file or after a runtime upgrade).
 
-Runs are interleaved (one of each per round, the order rotated), wall time of the whole process from
-`subprocess.run` start to exit; medians and the median of per-round ratios. The machine is shared: the load
+Runs are interleaved (one of each per round, the order rotated). Each is timed from its start to its first
+result line on stdout (the goal's measure) and to its exit; medians and the median of per-round ratios. The machine is shared: the load
 average is recorded, and only ratios measured in one run count.
 
     .venv/bin/python benchmarks/startup.py [--rounds 15] [--python PATH]
@@ -78,17 +78,25 @@ def deploy(folder: Path) -> tuple[Path, Path]:
     return model, image
 
 
-def _timed(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, str]:
-    """Wall time and CPU time (user + system, the process and its children) of one whole run, and its stdout."""
+def _timed(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, float, str]:
+    """One whole run: seconds to its first result line on stdout, seconds to its exit, CPU time (user + system,
+    the process and its children), and its stdout."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+    first, lines = None, []
+    for line in proc.stdout:  # the first result is the plain script's only line, edgecnn's first JSON line
+        if first is None and (line.startswith("{") or line.strip().isdigit()):
+            first = time.perf_counter() - start
+        lines.append(line)
+    stderr = proc.stderr.read()
+    proc.wait()
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise SystemExit(f"{command[0]} failed (exit {proc.returncode}): {proc.stderr.strip()[-800:]}")
+    if proc.returncode != 0 or first is None:
+        raise SystemExit(f"{command[0]} failed (exit {proc.returncode}): {stderr.strip()[-800:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu, proc.stdout
+    return first, wall, cpu, "".join(lines)
 
 
 def _top1(variant: str, stdout: str) -> int:
@@ -107,6 +115,7 @@ def measure(python: Path, rounds: int) -> dict:
         edgecnn = str(python.parent / "edgecnn")
         warm_cache, env = work / "probed", {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+        env["PYTHONUNBUFFERED"] = "1"  # the plain script's print reaches the pipe when made, not at its exit
         run = [edgecnn, "run", str(model), "--source", str(image), "--threads", "1", "--jsonl", "-"]
         variants = {
             "plain": ([str(python), str(script), str(model), str(image)], env),
@@ -116,6 +125,7 @@ def measure(python: Path, rounds: int) -> dict:
         _timed(*variants["edgecnn"], work)  # records the probe for the warm variant; warms the page cache
         _timed(*variants["plain"], work)
         times: dict[str, list[float]] = {name: [] for name in variants}
+        firsts: dict[str, list[float]] = {name: [] for name in variants}
         cpu: dict[str, list[float]] = {name: [] for name in variants}
         top1: dict[str, set[int]] = {name: set() for name in variants}
         for index in range(rounds):
@@ -126,17 +136,24 @@ def measure(python: Path, rounds: int) -> dict:
                 if name == "edgecnn_first":
                     cold = work / f"cold-{index}"
                     variant_env = {**variant_env, "EDGECNN_PROBE_CACHE": str(cold)}
-                wall, used, stdout = _timed(command, variant_env, work)
+                first, wall, used, stdout = _timed(command, variant_env, work)
+                firsts[name].append(first)
                 times[name].append(wall)
                 cpu[name].append(used)
                 top1[name].add(_top1(name, stdout))
     med = {name: statistics.median(values) for name, values in times.items()}
     med_cpu = {name: statistics.median(values) for name, values in cpu.items()}
+    med_first = {name: statistics.median(values) for name, values in firsts.items()}
     paired = [e / p for e, p in zip(times["edgecnn"], times["plain"])]
+    paired_result = [e / p for e, p in zip(firsts["edgecnn"], firsts["plain"])]
     paired_first = [e / p for e, p in zip(times["edgecnn_first"], times["plain"])]
     return {
         "model": "MobileNetV2 int8 (random weights), 224x224, static batch 1, manifest.json beside it",
         "image": "640x480 JPEG (scikit-image 'chelsea')", "python": str(python), "rounds": rounds,
+        "first_result_median_s": {k: round(v, 4) for k, v in med_first.items()},
+        "first_result_ratio_of_medians": round(med_first["edgecnn"] / med_first["plain"], 3),
+        "first_result_median_paired_ratio": round(statistics.median(paired_result), 3),
+        "first_start_first_result_ratio_of_medians": round(med_first["edgecnn_first"] / med_first["plain"], 3),
         "median_s": {k: round(v, 4) for k, v in med.items()},
         "ratio_of_medians": round(med["edgecnn"] / med["plain"], 3),
         "median_paired_ratio": round(statistics.median(paired), 3),
@@ -147,48 +164,65 @@ def measure(python: Path, rounds: int) -> dict:
         "first_start_cpu_ratio_of_medians": round(med_cpu["edgecnn_first"] / med_cpu["plain"], 3),
         "top1": {k: sorted(v) for k, v in top1.items()},
         "samples_s": {k: [round(x, 4) for x in v] for k, v in times.items()},
+        "first_result_samples_s": {k: [round(x, 4) for x in v] for k, v in firsts.items()},
         "goal": GOAL, "load_average_1min": round(os.getloadavg()[0], 2),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared with other processes)",
         "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
 
 
+def met(result: dict) -> bool:
+    """The goal, read as the issue words it: the time to the first classified result, not to the exit."""
+    return result["first_result_ratio_of_medians"] <= GOAL
+
+
 def write(result: dict, command: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "startup.json").write_text(json.dumps(result, indent=2) + "\n")
-    med, cpu = result["median_s"], result["cpu_median_s"]
-    ok = result["ratio_of_medians"] <= GOAL
+    first, med, cpu = result["first_result_median_s"], result["median_s"], result["cpu_median_s"]
+    ok, ok_exit = met(result), result["ratio_of_medians"] <= GOAL
     lines = [
         "# Time to the first classified result: `edgecnn run` vs a plain LiteRT script", "",
         f"Measured {result['measured']} on {result['machine']}; 1-minute load average at the end "
         f"{result['load_average_1min']}. {result['rounds']} rounds, each running every variant once as a whole "
-        "process (order rotated per round); wall time from start to exit; medians. Model: "
+        "process (order rotated per round); medians. Two clocks per run, both from the process start: to the "
+        "first result line on stdout (the goal's measure: the plain script's printed index, edgecnn's first JSON "
+        "line; both unbuffered) and to the process exit. Model: "
         f"{result['model']}; image: {result['image']}. Environment: `{result['python']}` (a fresh venv with the "
         "project's wheel and only the `device` and `onnx-cpu` extras, as tests/device_env.py builds it).", "",
         f"Command: `{command}`", "",
-        "| variant | median wall time | ratio to plain (of medians) | median of per-round ratios | "
-        "CPU time (user + system), ratio |",
-        "|---|---|---|---|---|",
-        f"| plain LiteRT script (below) | {med['plain'] * 1e3:.0f} ms | 1 | 1 | {cpu['plain'] * 1e3:.0f} ms, 1 |",
-        f"| `edgecnn run`, probe already recorded (every start after the first) | {med['edgecnn'] * 1e3:.0f} ms | "
-        f"**{result['ratio_of_medians']:.3f}×** ({'meets' if ok else 'misses'} the ≤ {GOAL}× goal) | "
-        f"{result['median_paired_ratio']:.3f}× | {cpu['edgecnn'] * 1e3:.0f} ms, {result['cpu_ratio_of_medians']:.3f}× |",
-        f"| `edgecnn run`, first start on this file (child-process probe runs) | {med['edgecnn_first'] * 1e3:.0f} ms"
-        f" | {result['first_start_ratio_of_medians']:.2f}× | {result['first_start_median_paired_ratio']:.2f}× | "
-        f"{cpu['edgecnn_first'] * 1e3:.0f} ms, {result['first_start_cpu_ratio_of_medians']:.2f}× |",
+        "| variant | to the first result | ratio (of medians; per-round) | to exit | ratio | CPU time, ratio |",
+        "|---|---|---|---|---|---|",
+        f"| plain LiteRT script (below) | {first['plain'] * 1e3:.0f} ms | 1 | {med['plain'] * 1e3:.0f} ms | 1 | "
+        f"{cpu['plain'] * 1e3:.0f} ms, 1 |",
+        f"| `edgecnn run`, probe recorded (every start after the first) | {first['edgecnn'] * 1e3:.0f} ms | "
+        f"**{result['first_result_ratio_of_medians']:.3f}×** ({'meets' if ok else 'misses'} the ≤ {GOAL}× goal); "
+        f"{result['first_result_median_paired_ratio']:.3f}× | {med['edgecnn'] * 1e3:.0f} ms | "
+        f"{result['ratio_of_medians']:.3f}× ({'within' if ok_exit else 'over'} {GOAL}×) | "
+        f"{cpu['edgecnn'] * 1e3:.0f} ms, {result['cpu_ratio_of_medians']:.3f}× |",
+        f"| `edgecnn run`, first start on this file (the probe child runs) | {first['edgecnn_first'] * 1e3:.0f} ms"
+        f" | {result['first_start_first_result_ratio_of_medians']:.2f}× | {med['edgecnn_first'] * 1e3:.0f} ms | "
+        f"{result['first_start_ratio_of_medians']:.2f}× | {cpu['edgecnn_first'] * 1e3:.0f} ms, "
+        f"{result['first_start_cpu_ratio_of_medians']:.2f}× |",
         "", "Wall time is the goal's measure; on a shared machine it includes waiting for a core, so the CPU "
-        "time the processes used (from the kernel's accounting of finished children) is given too: it varies "
-        "less with the load.", "", f"Top-1 index printed: {result['top1']} (the model has random weights; this only checks that every "
+        "time the processes used (from the kernel's accounting of finished children) is given too.", "",
+        f"Top-1 index printed: {result['top1']} (the model has random weights; this only checks that every "
         "variant classified the image).", "",
         "`edgecnn run` does more than the script: it parses its options (click), checks the file (read once, "
         "SHA-256 compared with the manifest's), reads and checks the manifest, captures in a thread, writes a JSON "
-        "line and prints a summary. The probe child (a second "
-        "process that loads and invokes an untrusted file, so that a crashing loader cannot take a long-running "
-        "`edgecnn run --serve` down) runs once per file content and runtime: its pass is recorded under the cache "
-        "dir by the file's SHA-256 (devices/probecache.py).", "",
+        "line and prints a summary. Nearly all of the difference to the first result is imports: click and the "
+        "standard modules it and edgecnn use (pathlib, hashlib, json) and edgecnn's own modules, most of whose "
+        "cost is creating their frozen dataclasses (~0.6 ms each on Python 3.11). What overlaps: the model file "
+        "is read and hashed in a thread while the runtime is imported, and the source is opened (a camera "
+        "started, a file's first frame decoded) while the model loads. Collections are off until the model and "
+        "source are open, and what exists then is frozen out of later ones; that is also why `edgecnn run` exits "
+        "sooner after its result than the plain script, whose interpreter shutdown collects all of numpy's and "
+        "OpenCV's objects. The probe child (a second process that loads and invokes an untrusted file, so that a "
+        "crashing loader cannot take a long-running `edgecnn run --serve` down) runs once per file content and "
+        "runtime: its pass is recorded under the cache dir by the file's SHA-256 (devices/probecache.py).", "",
         "The plain script:", "", "```python", PLAIN_SCRIPT.rstrip(), "```"]
     (RESULTS / "startup.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[:16]))
+    print("\n".join(lines[:14]))
 
 
 def main() -> int:
@@ -205,7 +239,7 @@ def main() -> int:
         python = device_venv()
     result = measure(Path(python), args.rounds)
     write(result, "python benchmarks/startup.py" + (f" --rounds {args.rounds}" if args.rounds != 15 else ""))
-    return 0 if result["ratio_of_medians"] <= GOAL else 1
+    return 0 if met(result) else 1
 
 
 if __name__ == "__main__":

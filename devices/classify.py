@@ -27,8 +27,8 @@ from edgecnn.errors import DataError, InputPathError, ManifestError, UsageError
 from edgecnn.fileio import read_labels, sha256_of  # noqa: F401 - read_labels: part of this module's API
 from edgecnn.manifest import ColorOrder, Layout, Manifest, OutputKind, Preprocessing, TensorSpec, find_manifest
 from edgecnn.prepchoice import PrepChoice
-from edgecnn.preprocess import (InputEncoder, above, class_count, decode_scores, prepare_batch, prepare_pixels,
-                                resize_image, top_k)
+from edgecnn.preprocess import (InputEncoder, above, class_count, code_ranker, decode_scores, prepare_batch,
+                                prepare_pixels, resize_image, top_k)
 
 class NotAClassifierError(UsageError):
     """The model is not a single-output image classifier (a detector, a segmenter): it cannot be classified with."""
@@ -168,6 +168,7 @@ class Classifier:
         self.labels = tuple(labels)
         self.output_kind = OutputKind(output_kind)
         self.top_k = max(1, int(top_k))
+        self._rank = code_ranker(runner.output, self.output_kind)  # None: decode all scores, then rank them
         self.threshold = float(threshold)
         self.manifest = manifest
         self.encoder = InputEncoder.build(prep, runner.input)
@@ -306,9 +307,14 @@ class Classifier:
         t0 = time.perf_counter()
         raw, t1 = self._infer(frame, source_color)
         t2 = time.perf_counter()
-        scores = decode_scores(raw, self.runner.output, self.output_kind)[0]
-        top = self.top_predictions(scores)
-        active = self.over_threshold(scores) if self.output_kind == OutputKind.MULTILABEL_SIGMOID else None
+        if self.output_kind == OutputKind.MULTILABEL_SIGMOID:
+            scores = decode_scores(raw, self.runner.output, self.output_kind)[0]
+            top, active = self.top_predictions(scores), self.over_threshold(scores)
+        else:
+            ranked = (self._rank(raw, self.top_k) if self._rank is not None
+                      else top_k(decode_scores(raw, self.runner.output, self.output_kind)[0], self.top_k))
+            top = tuple(self._prediction(i, s) for i, s in ranked)
+            active = None
         t3 = time.perf_counter()
         return ClassifyResult(top, StageTimes((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3), active)
 

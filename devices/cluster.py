@@ -221,24 +221,22 @@ class Cluster:
         where: list[str] = []
         pending = list(refs)
         last_check = time.monotonic()
-        try:
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
-                for ref in done:
-                    node, out, failure = self._result(ray, ref, name)
-                    if failure is not None:
-                        raise _node_error(failure, node, name)
-                    outputs[refs[ref]] = out
-                    where.append(node)
-                    if progress is not None:
-                        progress(1)
-                if not done and time.monotonic() - last_check > 5.0:
-                    last_check = time.monotonic()
-                    self._check_capacity()
-        except BaseException:
-            for ref in pending:
-                ray.cancel(ref)
-            raise
+        # The other chunks are not cancelled when one fails: ray.cancel racing a chunk's completion can abort
+        # the driver inside Ray ("Tried to complete task that was not pending", seen here with Ray 2.60). They
+        # are short, and they end with this connection, when the job's tasks are cleaned up.
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+            for ref in done:
+                node, out, failure = self._result(ray, ref, name)
+                if failure is not None:
+                    raise _node_error(failure, node, name)
+                outputs[refs[ref]] = out
+                where.append(node)
+                if progress is not None:
+                    progress(1)
+            if not done and time.monotonic() - last_check > 5.0:
+                last_check = time.monotonic()
+                self._check_capacity()
         return outputs, where
 
     def _result(self, ray: Any, ref: Any, name: str) -> tuple:

@@ -104,6 +104,12 @@ class LatestFrameGrabber:
                 raise self._error
             return frame
 
+    def start_counting(self) -> None:
+        """Count dropped frames from now on. A source opened before its consumer was ready (a camera started
+        while the model loads) replaced frames that nobody was there to take: not inference falling behind."""
+        with self._cond:
+            self.dropped = 0
+
     @property
     def ended(self) -> bool:
         with self._cond:

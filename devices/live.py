@@ -19,7 +19,7 @@ from edgecnn.devices.grabber import Frame, GrabberOptions, LatestFrameGrabber
 from edgecnn.devices.outputs import FrameWindow, JsonlWriter, predictions_json, unpack_result
 from edgecnn.devices.sources import FrameSource, SourceSpec, open_source, parse_source
 from edgecnn.devices.stats import STAGES, LiveStats
-from edgecnn.errors import UsageError
+from edgecnn.errors import EdgecnnError, UsageError
 from edgecnn.fileio import refuse_overwrite
 from edgecnn.manifest import ColorOrder, OutputKind, Preprocessing
 from edgecnn.prepchoice import PrepChoice
@@ -114,7 +114,8 @@ def open_classifier(model: Path | str, device: str, options: RunOptions):
 def run(model: Path | str, device: str = "cpu", source: str = "0", options: RunOptions = RunOptions(), *,
         classifier: Any = None, printer: Optional[Callable[[str], None]] = None,
         on_frame: Optional[Callable[[dict[str, Any]], None]] = None,
-        source_factory: Optional[Callable[[SourceSpec], FrameSource]] = None) -> RunSummary:
+        source_factory: Optional[Callable[[SourceSpec], FrameSource]] = None,
+        on_ready: Optional[Callable[[], None]] = None) -> RunSummary:
     """Classify every frame of ``source`` until it ends, a bound is reached or Ctrl-C; return the summary.
 
     ``model``: a .tflite/.onnx artifact (its manifest beside it or embedded); ``device``: a target name;
@@ -126,6 +127,7 @@ def run(model: Path | str, device: str = "cpu", source: str = "0", options: RunO
     deliberately slow one); by default the model is opened on ``device``. ``printer`` receives the
     headless result lines and source events; ``on_frame`` each frame's JSON record. ``source_factory``
     replaces devices.sources.open_source (tests put camera doubles at the hardware boundary with it).
+    ``on_ready`` is called once, when the model is loaded and the source is open, before the first frame.
     """
     options.validate()
     in_camera = False
@@ -144,12 +146,24 @@ def run(model: Path | str, device: str = "cpu", source: str = "0", options: RunO
             session = stack.enter_context(open_session(model, spec, options.manifest, options.labels, options.top_k,
                                                        options.output_kind, threshold=options.threshold))
             classifier, source_factory = session.classifier, session.source_factory
-        clf = classifier if classifier is not None else stack.enter_context(
-            contextlib.closing(open_classifier(model, device, options)))
-        for notice in getattr(clf, "notices", ()):
+        loop = _Loop(spec, options, classifier, printer, on_frame, source_factory or open_source)
+        source_error: Optional[EdgecnnError] = None
+        if not options.realtime:
+            # A camera starts (a second or more on some) and a file decodes ahead while the model loads. A file
+            # paced like a camera starts its clock with the loop instead, so that no frame is skipped.
+            try:
+                loop.open_source(stack)
+            except EdgecnnError as exc:
+                source_error = exc  # a fault of the model, the command's subject, is still reported first
+        if loop.classifier is None:
+            loop.classifier = stack.enter_context(contextlib.closing(open_classifier(model, device, options)))
+        if source_error is not None:
+            raise source_error
+        for notice in getattr(loop.classifier, "notices", ()):
             if printer is not None:  # what was assumed about a file without a manifest: never silent
                 printer(f"note: {notice}")
-        loop = _Loop(spec, options, clf, printer, on_frame, source_factory or open_source)
+        if on_ready is not None:
+            on_ready()
         return loop.run(stack)
 
 
@@ -168,14 +182,22 @@ class _Loop:
         self.recorder: Any = None  # a devices.videofile.VideoRecorder with --record
         self.server = None
         self.window: Optional[FrameWindow] = None
+        self.grabber: Optional[LatestFrameGrabber] = None
 
-    def run(self, stack: contextlib.ExitStack) -> RunSummary:
+    def open_source(self, stack: contextlib.ExitStack) -> LatestFrameGrabber:
+        """Open the source and start capturing (a bad source fails here)."""
         opts = self.options
         grab_opts = GrabberOptions(lossless=not self.spec.live and not opts.realtime, realtime=opts.realtime,
                                    stall_timeout=opts.stall_timeout, backoff_max=opts.backoff_max)
+        self.grabber = stack.enter_context(LatestFrameGrabber(self.spec, grab_opts, self.factory,
+                                                              on_event=self._event))
+        return self.grabber
+
+    def run(self, stack: contextlib.ExitStack) -> RunSummary:
+        opts = self.options
+        grabber = self.grabber if self.grabber is not None else self.open_source(stack)
+        grabber.start_counting()  # frames a camera gave while the model loaded were nobody's to classify
         self._open_outputs(stack)
-        grabber = stack.enter_context(LatestFrameGrabber(self.spec, grab_opts, self.factory,
-                                                                  on_event=self._event))
         if opts.record:
             from edgecnn.devices.videofile import VideoRecorder  # noqa: PLC0415 - only with --record
 

@@ -7,8 +7,9 @@ over 256 values per channel, so it is a lookup table: one pass whether the model
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -153,9 +154,24 @@ def quantize(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
 
 
 def dequantize(q: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """A raw tensor -> float32 values, a new array: (q - zero_point) * scale for a quantized one. 8-bit values
+    are looked up in a table of the 256 results of that same float32 arithmetic (bit-identical; one pass
+    instead of four over a 1,000-class output, per frame)."""
     if not spec.quantized:
-        return np.asarray(q, dtype=np.float32)
+        return np.array(q, dtype=np.float32)
+    q = np.asarray(q)
+    if q.dtype in (np.int8, np.uint8):
+        return _dequantize_table(q.dtype.str, spec.scale, spec.zero_point)[q.view(np.uint8)]
     return ((q.astype(np.float32) - spec.zero_point) * spec.scale).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=64)
+def _dequantize_table(dtype: str, scale: float, zero_point: int) -> np.ndarray:
+    """(256,) float32, indexed by the raw byte: entry b is the value of the 8-bit code whose byte is b."""
+    codes = np.arange(256, dtype=np.uint8).view(np.dtype(dtype))
+    table = ((codes.astype(np.float32) - zero_point) * scale).astype(np.float32)
+    table.flags.writeable = False
+    return table
 
 
 @dataclass(frozen=True)
@@ -242,7 +258,8 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 # -- outputs: the one decoder --------------------------------------------------------------------------
 # Every consumer of a classifier's output (convert's verification, bench's accuracy, `run`'s scores, the
-# web viewer) goes through decode_scores and ranks with top1 / top_k, so a head kind is read one way only.
+# web viewer) goes through decode_scores and ranks with top1 / top_k (or decode_top_k, which is those two
+# for one frame, ranking an int8 softmax's codes directly), so a head kind is read one way only.
 def is_binary(kind: OutputKind, units: int) -> bool:
     """One output unit read as two classes: a sigmoid probability or a logit."""
     return units == 1 and OutputKind(kind) in (OutputKind.BINARY_SIGMOID, OutputKind.LOGITS)
@@ -267,7 +284,7 @@ def decode_scores(raw: np.ndarray, spec: TensorSpec, kind: OutputKind = OutputKi
         return np.stack([1.0 - p, p], axis=1).astype(np.float32)
     if kind == OutputKind.LOGITS:
         return softmax(values.astype(np.float64)).astype(np.float32)
-    return values.astype(np.float32)
+    return values  # dequantize made it: float32, and no view of the runtime's buffers
 
 
 def decode_output(raw: np.ndarray, spec: TensorSpec, kind: OutputKind = OutputKind.PROBABILITIES) -> np.ndarray:
@@ -309,10 +326,45 @@ def _top_k_order(scores: np.ndarray, k: int) -> np.ndarray | None:
     the candidates too few (the caller then ranks everything)."""
     n = scores.shape[0]
     kth = np.partition(scores, n - k)[n - k]
-    candidates = np.flatnonzero(scores >= kth)
-    if candidates.size < k:
+    # Fewer than k scores beat the k-th; the rest are its ties, lowest index first. An int8 softmax has
+    # hundreds of classes tied at 0, often inside the top 5: they are taken in index order, not sorted.
+    over = np.flatnonzero(scores > kth)
+    tied = np.flatnonzero(scores == kth)[:k - over.size]
+    if over.size + tied.size < k:
         return None
-    return candidates[np.argsort(-scores[candidates].astype(np.float64), kind="stable")][:k]
+    return np.concatenate((over[np.argsort(-scores[over].astype(np.float64), kind="stable")], tied))
+
+
+def decode_top_k(raw: np.ndarray, spec: TensorSpec, kind: OutputKind, k: int) -> list[tuple[int, float]]:
+    """The k best (class index, score) of one frame's raw output (1, classes): top_k(decode_scores(raw)[0], k),
+    the same indices, order and float32 scores, by code_ranker's shortcut where it applies."""
+    rank = code_ranker(spec, kind)
+    return rank(raw, k) if rank is not None else top_k(decode_scores(raw, spec, kind)[0], k)
+
+
+def code_ranker(spec: TensorSpec, kind: OutputKind) -> Optional[Callable[[np.ndarray, int], list[tuple[int, float]]]]:
+    """For a probabilities head with an 8-bit output (a quantized classifier's int8 softmax): a function
+    ``(raw (1, classes), k) -> [(class index, score)]`` equal to top_k(decode_scores(raw)[0], k), else None.
+
+    The codes rank as their scores do (scale > 0), so they are ranked directly, in one stable (radix) sort of
+    their bytes, and only the k winners are dequantized. Built once per model: after an invoke has pushed
+    numpy's code and data out of the caches, every numpy call and check on a frame costs microseconds
+    (benchmarks/results/runner_overhead.md)."""
+    if (OutputKind(kind) != OutputKind.PROBABILITIES or not spec.quantized or spec.scale <= 0
+            or spec.dtype not in ("int8", "uint8")):
+        return None
+    table = _dequantize_table(np.dtype(spec.dtype).str, spec.scale, spec.zero_point)
+    # XOR with this byte makes ascending order descending in value: 0x7F for int8 codes, 0xFF for uint8.
+    flip = np.uint8(0x7F if spec.dtype == "int8" else 0xFF)
+
+    def rank(raw: np.ndarray, k: int) -> list[tuple[int, float]]:
+        codes = np.asarray(raw).reshape(-1).view(np.uint8)
+        if codes.size <= 2 or np.asarray(raw).dtype.itemsize != 1:  # two classes: the p >= 0.5 tie rule applies
+            return top_k(decode_scores(raw, spec, kind)[0], k)
+        order = np.argsort(codes ^ flip, kind="stable")[:max(1, k)]
+        return list(zip(order.tolist(), table[codes[order]].tolist()))
+
+    return rank
 
 
 def above(scores: np.ndarray, threshold: float) -> list[tuple[int, float]]:

@@ -10,8 +10,9 @@ from hypothesis.extra import numpy as hnp
 
 from edgecnn.errors import DataError
 from edgecnn.manifest import ColorOrder, Layout, OutputKind, Preprocessing, ResizeMode, TensorSpec
-from edgecnn.preprocess import (InputEncoder, convert_color, decode_output, dequantize, encode_float, prepare_batch,
-                                prepare_pixels, quantize, resize_image, softmax, to_float, top_k)
+from edgecnn.preprocess import (InputEncoder, convert_color, decode_output, decode_scores, decode_top_k, dequantize,
+                                encode_float, prepare_batch, prepare_pixels, quantize, resize_image, softmax, to_float,
+                                top_k)
 
 finite = dict(allow_nan=False, allow_infinity=False)
 pixels_strategy = hnp.arrays(np.uint8, hnp.array_shapes(min_dims=4, max_dims=4, min_side=1, max_side=6))
@@ -222,6 +223,53 @@ def test_decode_output_logits_give_probabilities(logits):
     chosen = np.take_along_axis(logits, np.argmax(probs, axis=1)[:, None], 1)[:, 0]
     assert np.all(chosen >= logits.max(axis=1) - 1e-5)  # the most probable class has the largest logit (ties aside)
     np.testing.assert_array_equal(decode_output(logits, spec, OutputKind.PROBABILITIES), logits)
+
+
+@settings(max_examples=150, deadline=None)
+@given(dtype=st.sampled_from(["int8", "uint8"]), scale=st.floats(1e-6, 50, **finite),
+       zero_point=st.integers(-128, 255), data=st.data())
+def test_dequantize_8bit_by_table_is_bit_identical_to_the_arithmetic(dtype, scale, zero_point, data):
+    # 8-bit outputs are dequantized through a 256-entry table: every code must give the very float32 that
+    # (q - zero_point) * scale gives, the formula the float path and the other dtypes use.
+    q = np.arange(256, dtype=np.uint8).view(dtype).reshape(2, 128)
+    q = q[:, data.draw(st.permutations(list(range(128))))]  # any order, a non-contiguous view too
+    spec = TensorSpec("y", q.shape, dtype, scale, zero_point)
+    expected = ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)
+    got = dequantize(q[:, ::-1], spec)[:, ::-1]
+    assert got.dtype == np.float32 and np.array_equal(got.view(np.uint32), expected.view(np.uint32))
+
+
+@settings(max_examples=300, deadline=None)
+@given(dtype=st.sampled_from(["int8", "uint8", "int16", "float32"]), n=st.integers(1, 1001),
+       scale=st.floats(1e-5, 2.0, **finite), zero_point=st.integers(-128, 127), k=st.integers(-1, 12),
+       kind=st.sampled_from(list(OutputKind)), levels=st.integers(1, 256), seed=st.integers(0, 2 ** 16))
+def test_decode_top_k_equals_top_k_of_the_decoded_scores(dtype, n, scale, zero_point, k, kind, levels, seed):
+    # The per-frame shortcut (an int8 softmax ranked by its codes, only the winners dequantized) must give what
+    # the one decoder and the one ranking give: same classes, same order (ties by index), same float32 scores.
+    rng = np.random.default_rng(seed)
+    if dtype == "float32":
+        raw = rng.integers(0, levels, size=(1, n)).astype(np.float32) / levels
+        spec = TensorSpec("y", raw.shape, dtype)
+    else:
+        info = np.iinfo(dtype)
+        codes = rng.choice(np.arange(info.min, info.max + 1), size=levels)  # few levels: many ties
+        raw = rng.choice(codes, size=(1, n)).astype(dtype)
+        spec = TensorSpec("y", raw.shape, dtype, scale, int(np.clip(zero_point, info.min, info.max)))
+    expected = top_k(decode_scores(raw, spec, kind)[0], k)
+    got = decode_top_k(raw, spec, kind, k)
+    assert [i for i, _ in got] == [i for i, _ in expected]
+    assert np.array_equal(np.float32([s for _, s in got]).view(np.uint32),
+                          np.float32([s for _, s in expected]).view(np.uint32))
+
+
+def test_decode_top_k_of_an_int8_softmax_tied_at_zero():
+    # A confident quantized classifier: one class at 0.9, hundreds at exactly 0; the top 5 are the winner and
+    # then the lowest-indexed zeros.
+    spec = TensorSpec("y", (1, 1000), "int8", 1 / 256, -128)
+    raw = np.full((1, 1000), -128, np.int8)
+    raw[0, 700], raw[0, 3] = 102, -100  # 230/256 and 28/256
+    assert decode_top_k(raw, spec, OutputKind.PROBABILITIES, 5) == [(700, 230 / 256), (3, 28 / 256), (0, 0.0),
+                                                                     (1, 0.0), (2, 0.0)]
 
 
 def test_decode_quantized_output_dequantizes():

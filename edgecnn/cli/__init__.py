@@ -8,7 +8,10 @@ import sys
 from edgecnn.cli.app import app, console_err  # commands load on first use (edgecnn.cli.app.COMMAND_MODULES)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, process: bool = False) -> int:
+    """Run one command; returns its exit code. ``process``: this process ends when main returns (the console
+    command), so what a command set up to last the process (edgecnn run's frozen start-up objects) is left as
+    it is; an in-process caller gets it undone."""
     import click
 
     from edgecnn.errors import EdgecnnError
@@ -16,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = app.main(args=argv if argv is not None else sys.argv[1:], prog_name="edgecnn",
-                              standalone_mode=False)
+                          standalone_mode=False, obj={"process": process})
         code = result if isinstance(result, int) else 0
     except (KeyboardInterrupt, click.exceptions.Abort):
         code = _interrupted()
@@ -52,4 +55,4 @@ def _interrupted() -> int:
 
 
 def run() -> None:
-    sys.exit(main())
+    sys.exit(main(process=True))

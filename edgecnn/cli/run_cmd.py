@@ -5,6 +5,7 @@ this path imports TensorFlow or edgecnn.converters (a test runs it with TensorFl
 """
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Optional
 
@@ -49,6 +50,29 @@ def run_command(model: Path, device: str, source: str, threads: Optional[int], t
                 allow_cpu_fallback: bool, edgetpu_device: Optional[str], manifest: Optional[Path],
                 capture_size: Optional[str], quiet: bool, **prep: object) -> int:
     """Classify what a camera, stream, video or folder shows, live, with MODEL on a device."""
+    # Until the model and the source are open, nearly every object made (modules, the runtime's tables) lives
+    # as long as the process: collections in between find nothing to free. _collect_from_now turns them back on.
+    collecting, frozen = gc.isenabled(), gc.get_freeze_count()
+    gc.disable()
+    try:
+        return _run(model, device, source, threads, top_k, threshold, jsonl, record, force, max_frames, duration,
+                    realtime, loop, serve, show, allow_cpu_fallback, edgetpu_device, manifest, capture_size, quiet,
+                    prep)
+    finally:
+        if collecting:
+            gc.enable()
+        if frozen == 0 and not _whole_process():
+            gc.unfreeze()  # a caller in this process (tests, a notebook) gets its objects collected again
+
+
+def _run(model: Path, device: str, source: str, threads: Optional[int], top_k: int, threshold: float,
+         jsonl: Optional[str], record: Optional[str], force: bool, max_frames: Optional[int],
+         duration: Optional[float], realtime: bool, loop: bool, serve: Optional[str], show: Optional[bool],
+         allow_cpu_fallback: bool, edgetpu_device: Optional[str], manifest: Optional[Path],
+         capture_size: Optional[str], quiet: bool, prep: dict) -> int:
+    from edgecnn.devices.modelcheck import prefetch  # noqa: PLC0415
+
+    prefetch(model)  # read and hashed (from an SD card, cold: ~0.1 s) while the runtime is imported
     from edgecnn.devices.base import RunnerOptions  # noqa: PLC0415 - keep `edgecnn --help` fast
     from edgecnn.devices.live import Display, RunOptions, run  # noqa: PLC0415
     width, height = (None, None)
@@ -67,9 +91,23 @@ def run_command(model: Path, device: str, source: str, threads: Optional[int], t
     # With --jsonl - stdout carries the JSON lines only; everything else goes to stderr. Plain lines, not rich:
     # importing rich would add about a third to the time to the first result (benchmarks/results/startup.md).
     to_err = jsonl == "-"
-    summary = run(model, device, source, options, printer=lambda line: click.echo(line, err=to_err))
+    summary = run(model, device, source, options, printer=lambda line: click.echo(line, err=to_err),
+                  on_ready=_collect_from_now)
     click.echo(format_summary(summary), err=to_err)
     return 0
+
+
+def _whole_process() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and isinstance(ctx.find_root().obj, dict) and ctx.find_root().obj.get("process"))
+
+
+def _collect_from_now() -> None:
+    """Called once the model and the source are open: what exists now stays for the whole run, so it is frozen
+    out of every later collection (the live loop's, and the full ones at interpreter shutdown: ~20 ms on a
+    2-core x86, benchmarks/results/startup.md), and collecting starts again for what the loop makes."""
+    gc.freeze()
+    gc.enable()
 
 
 def format_summary(summary) -> str:

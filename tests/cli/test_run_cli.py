@@ -214,3 +214,34 @@ def test_error_hints_keep_their_brackets(monkeypatch, capsys, int8):
     monkeypatch.setattr(live, "run", missing)
     assert main(["run", str(int8), "--source", "0"]) == 2
     assert "pip install 'edgecnn[onnx-cpu]'" in capsys.readouterr().err
+
+
+def test_run_in_process_leaves_the_collector_as_it_found_it(int8, video, monkeypatch):
+    """`run` switches cyclic collection off while it starts and freezes what it made once the model and the
+    source are open (benchmarks/startup.py). The console command keeps that to its exit; a caller in the same
+    process (this test, a notebook) gets the collector back as it was, with nothing left frozen."""
+    import gc
+
+    from edgecnn.devices import live
+
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    seen = {}
+    real_run = live.run
+
+    def watching_run(*args, on_ready=None, **kwargs):
+        def ready():
+            seen["disabled_while_starting"] = not gc.isenabled()
+            on_ready()
+            seen["frozen"], seen["enabled_after"] = gc.get_freeze_count(), gc.isenabled()
+        return real_run(*args, on_ready=ready, **kwargs)
+
+    monkeypatch.setattr(live, "run", watching_run)
+    argv = ["run", str(int8), "--source", str(video), "--max-frames", "3", "--no-show", "-q"]
+    try:
+        assert main(argv) == 0
+        assert seen["disabled_while_starting"] and seen["frozen"] > 1000 and seen["enabled_after"]
+        assert gc.isenabled() and gc.get_freeze_count() == 0
+        assert main(argv, process=True) == 0
+        assert gc.isenabled() and gc.get_freeze_count() > 1000  # the console command's: it exits now
+    finally:
+        gc.unfreeze()

@@ -236,3 +236,67 @@ def test_rolling_percentiles_equal_numpys_linear_method(count):
         window.add(value)
     for q in (0, 1, 10, 50, 90, 99, 100):
         assert window.percentile(q) == pytest.approx(float(np.percentile(values, q)), rel=1e-12, abs=1e-12)
+
+
+class PacedCamera:
+    """Test double for a 30 FPS USB camera (none here): the REAL cv2.VideoCapture of the digit video, read no
+    faster than a camera delivers. Records when it was opened and how many frames it gave."""
+
+    def __init__(self, path):
+        self.path, self.opened_at, self.reads = str(path), None, 0
+
+    def open(self, target, backend):
+        self.opened_at = time.monotonic()
+        return _PacedCapture(cv2.VideoCapture(self.path), self)
+
+
+class _PacedCapture:
+    def __init__(self, cap, owner):
+        self.cap, self.owner = cap, owner
+
+    def read(self):
+        time.sleep(1 / 30)
+        self.owner.reads += 1
+        return self.cap.read()
+
+    def __getattr__(self, name):
+        return getattr(self.cap, name)
+
+
+def test_the_camera_starts_while_the_model_loads_and_those_frames_are_not_counted_as_dropped(digit_video, model,
+                                                                                           monkeypatch):
+    # A camera takes a second or more to start and a Pi seconds to load a model: `run` opens the source first
+    # so that the two overlap. Frames the camera gave while nobody could classify them are not inference
+    # falling behind: the dropped count starts with the loop. The model load is made as slow as a Pi's.
+    from edgecnn.devices import live
+
+    camera, load = PacedCamera(digit_video[0]), {}
+    real_open = live.open_classifier
+
+    def slow_open(*args, **kwargs):
+        load["start"] = time.monotonic()
+        time.sleep(0.5)
+        load["reads_during"] = camera.reads
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(live, "open_classifier", slow_open)
+    summary = run(model, "cpu", "0", RunOptions(max_frames=5, display=Display.HIDE, print_every=0),
+                  source_factory=lambda spec: OpenCVSource(spec, capture_factory=camera.open))
+    assert camera.opened_at is not None and camera.opened_at < load["start"]
+    assert load["reads_during"] >= 5  # ~15 at 30 FPS: the camera ran while the model loaded
+    assert summary.frames == 5 and summary.captured >= load["reads_during"] > summary.frames
+    assert summary.dropped == 0  # inference (~1 ms) keeps up with 30 FPS once it runs
+
+
+def test_a_bad_model_is_reported_before_a_bad_source(tmp_path, model):
+    # The source is opened first (above), but a fault of the model, the command's subject, is named first.
+    from edgecnn.errors import ModelLoadError, SourceError
+
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(b"\0\0\0\0TFL3" + b"\0" * 64)
+    empty = tmp_path / "no-images"
+    empty.mkdir()
+    with pytest.raises(ModelLoadError):
+        run(broken, "cpu", str(empty), RunOptions(display=Display.HIDE))
+    with pytest.raises(SourceError):
+        run(model, "cpu", str(empty), RunOptions(display=Display.HIDE))

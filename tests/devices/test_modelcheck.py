@@ -230,3 +230,37 @@ def _input_tensor_index(data: bytes) -> int:
     reader = _Reader(data)
     model = reader.table(reader.scalar("<I", 0, "root"), "model")
     return model.tables(2, "subgraph")[0].ints(1)[0]
+
+
+def test_prefetched_bytes_are_the_ones_checked_and_loaded(tmp_path, tflite_bytes, monkeypatch):
+    # `edgecnn run` reads and hashes the model in a thread while it imports the runtime; check_file then takes
+    # those bytes (and their SHA-256) instead of reading the file itself, and the runner loads exactly them.
+    import hashlib
+
+    path = _write(tmp_path, "m.tflite", tflite_bytes)
+    modelcheck.prefetch(path)
+    assert str(path) in modelcheck._prefetched
+    reads = []
+    monkeypatch.setattr(modelcheck, "_read", lambda p: reads.append(p) or Path(p).read_bytes())
+    checked = modelcheck.check_file(path, probe=False)
+    assert reads == [] and str(path) not in modelcheck._prefetched  # taken, not read again; used once
+    assert checked.data == tflite_bytes and checked.sha256 == hashlib.sha256(tflite_bytes).hexdigest()
+    checked = modelcheck.check_file(path, probe=False)  # no prefetch pending: read as before
+    assert reads == [path] and checked.sha256 == hashlib.sha256(tflite_bytes).hexdigest()
+
+
+def test_prefetch_leaves_odd_paths_to_the_checks_and_never_blocks(tmp_path, device_models):
+    fifo = tmp_path / "pipe.tflite"
+    os.mkfifo(fifo)
+    missing, folder, labels = tmp_path / "none.tflite", tmp_path / "dir.onnx", _write(tmp_path, "labels.txt", b"a\n")
+    folder.mkdir()
+    for path in (fifo, missing, folder, labels):
+        modelcheck.prefetch(path)  # returns at once; nothing read from the FIFO
+    assert str(labels) not in modelcheck._prefetched  # not a model file: nothing to prefetch
+    with pytest.raises(ModelLoadError, match="is not a regular file"):
+        modelcheck.check_file(fifo)
+    with pytest.raises(ModelLoadError):
+        modelcheck.check_file(missing)
+    with pytest.raises(ModelLoadError, match="folder"):
+        modelcheck.check_file(folder)
+    modelcheck._prefetched.clear()
