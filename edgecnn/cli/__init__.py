@@ -15,7 +15,6 @@ def main(argv: list[str] | None = None, *, process: bool = False) -> int:
     import click
 
     from edgecnn.errors import EdgecnnError
-    from edgecnn.interrupts import caused_by_interrupt
 
     try:
         result = app.main(args=argv if argv is not None else sys.argv[1:], prog_name="edgecnn",
@@ -24,6 +23,8 @@ def main(argv: list[str] | None = None, *, process: bool = False) -> int:
     except (KeyboardInterrupt, click.exceptions.Abort):
         code = _interrupted()
     except EdgecnnError as exc:
+        from edgecnn.interrupts import caused_by_interrupt  # noqa: PLC0415 - signal handling: not on the start path
+
         if caused_by_interrupt(exc):  # a converter error that wraps a Ctrl-C is the Ctrl-C
             return _interrupted()
         console_err.print(f"[bold red]error:[/] {_escape(exc.one_line())}", highlight=False, soft_wrap=True)
@@ -32,6 +33,8 @@ def main(argv: list[str] | None = None, *, process: bool = False) -> int:
         console_err.print(f"[bold red]error:[/] {_escape(exc.format_message())}", highlight=False, soft_wrap=True)
         code = 2
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        from edgecnn.interrupts import caused_by_interrupt  # noqa: PLC0415
+
         if caused_by_interrupt(exc):  # Ctrl-C inside a native callback surfaces as SystemError
             return _interrupted()
         if os.environ.get("EDGECNN_DEBUG"):
