@@ -104,11 +104,13 @@ class LatestFrameGrabber:
                 raise self._error
             return frame
 
-    def start_counting(self) -> None:
+    def start_counting(self) -> int:
         """Count dropped frames from now on. A source opened before its consumer was ready (a camera started
-        while the model loads) replaced frames that nobody was there to take: not inference falling behind."""
+        while the model loads) replaced frames that nobody was there to take: not inference falling behind.
+        Returns the sequence number of the last frame captured before now (0 if none)."""
         with self._cond:
             self.dropped = 0
+            return self._seq
 
     @property
     def ended(self) -> bool:

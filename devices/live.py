@@ -17,9 +17,9 @@ from typing import Any, Callable, Optional, Union
 from edgecnn.devices.base import RunnerOptions
 from edgecnn.devices.grabber import Frame, GrabberOptions, LatestFrameGrabber
 from edgecnn.devices.outputs import FrameWindow, JsonlWriter, predictions_json, unpack_result
-from edgecnn.devices.sources import FrameSource, SourceSpec, open_source, parse_source
+from edgecnn.devices.sources import FrameSource, SourceKind, SourceSpec, open_source, parse_source
 from edgecnn.devices.stats import STAGES, LiveStats
-from edgecnn.errors import EdgecnnError, UsageError
+from edgecnn.errors import UsageError
 from edgecnn.fileio import refuse_overwrite
 from edgecnn.manifest import ColorOrder, OutputKind, Preprocessing
 from edgecnn.prepchoice import PrepChoice
@@ -147,18 +147,13 @@ def run(model: Path | str, device: str = "cpu", source: str = "0", options: RunO
                                                        options.output_kind, threshold=options.threshold))
             classifier, source_factory = session.classifier, session.source_factory
         loop = _Loop(spec, options, classifier, printer, on_frame, source_factory or open_source)
-        source_error: Optional[EdgecnnError] = None
         if not options.realtime:
-            # A camera starts (a second or more on some) and a file decodes ahead while the model loads. A file
-            # paced like a camera starts its clock with the loop instead, so that no frame is skipped.
-            try:
-                loop.open_source(stack)
-            except EdgecnnError as exc:
-                source_error = exc  # a fault of the model, the command's subject, is still reported first
+            # A camera starts (a second or more on some) and a file decodes ahead while the model loads; a bad
+            # source is named before the model is loaded at all. A file paced like a camera starts its clock
+            # with the loop instead, so that no frame is skipped.
+            loop.open_source(stack)
         if loop.classifier is None:
             loop.classifier = stack.enter_context(contextlib.closing(open_classifier(model, device, options)))
-        if source_error is not None:
-            raise source_error
         for notice in getattr(loop.classifier, "notices", ()):
             if printer is not None:  # what was assumed about a file without a manifest: never silent
                 printer(f"note: {notice}")
@@ -183,6 +178,7 @@ class _Loop:
         self.server = None
         self.window: Optional[FrameWindow] = None
         self.grabber: Optional[LatestFrameGrabber] = None
+        self.loaded_at_seq = 0  # frames up to this capture number were read while the model loaded
 
     def open_source(self, stack: contextlib.ExitStack) -> LatestFrameGrabber:
         """Open the source and start capturing (a bad source fails here)."""
@@ -196,7 +192,9 @@ class _Loop:
     def run(self, stack: contextlib.ExitStack) -> RunSummary:
         opts = self.options
         grabber = self.grabber if self.grabber is not None else self.open_source(stack)
-        grabber.start_counting()  # frames a camera gave while the model loaded were nobody's to classify
+        # Frames a camera gave while the model loaded were nobody's to classify; their reads shared the CPU
+        # with the model load, so their capture times are not the source's either (kept out of the stats).
+        self.loaded_at_seq = grabber.start_counting()
         self._open_outputs(stack)
         if opts.record:
             from edgecnn.devices.videofile import VideoRecorder  # noqa: PLC0415 - only with --record
@@ -242,7 +240,7 @@ class _Loop:
         result = self.classifier.classify(frame.image, source_color=ColorOrder.BGR)
         top, stage_ms, over = unpack_result(result)
         ms = {"capture": frame.capture_ms, **stage_ms}
-        self.stats.record(ms)
+        self.stats.record(ms if frame.seq > self.loaded_at_seq else stage_ms)
         record = {"frame": self.index, "capture_seq": frame.seq, "timestamp": round(frame.timestamp, 6)}
         if getattr(frame, "name", ""):
             record["file"] = frame.name
@@ -291,13 +289,19 @@ class _Loop:
     def _print(self, record: dict[str, Any], grabber: LatestFrameGrabber) -> None:
         every = self.options.print_every
         now = time.monotonic()
-        if self.printer is None or every <= 0 or now - self.last_print < every:
+        if self.printer is None or every <= 0:
+            return
+        # A stream of frames prints a line a second; images are each their own answer: one line each, named.
+        per_image = self.spec.kind in (SourceKind.IMAGE, SourceKind.FOLDER)
+        if not per_image and now - self.last_print < every:
             return
         self.last_print = now
         shown = record.get("over_threshold", record["top_k"][:3])
         best = "  ".join(f"{p['label']} {p['score']:.2f}" for p in shown) or "no class over the threshold"
-        self.printer(f"frame {record['frame']}: {best}  |  {self.stats.meter.fps():.1f} FPS, "
-                     f"dropped {grabber.dropped}")
+        name = f" {record['file']}" if record.get("file") else ""
+        fps = self.stats.meter.fps()
+        rate = f"{fps:.1f} FPS, " if fps > 0 else ""  # no rate before a second frame
+        self.printer(f"frame {record['frame']}{name}: {best}  |  {rate}dropped {grabber.dropped}")
 
     def _event(self, text: str) -> None:
         viewer = text.startswith("web viewer")
@@ -324,7 +328,8 @@ class _Loop:
 def summary_rows(summary: RunSummary) -> list[tuple[str, str]]:
     """(name, value) rows for printing the summary as a table."""
     rows = [("source", summary.source), ("ended by", summary.ended_by.value), ("frames", str(summary.frames)),
-            ("seconds", f"{summary.seconds:.2f}"), ("FPS", f"{summary.fps:.1f}"),
+            ("seconds", f"{summary.seconds:.2f}"),
+            ("FPS", f"{summary.fps:.1f}" if summary.frames >= 2 else "n/a (one frame)"),
             ("dropped frames", str(summary.dropped)), ("source reopens", str(summary.reopens))]
     if summary.runner.get("preprocessing"):  # how frames were fed (with the layout): a figure needs it
         rows.append(("preprocessing", str(summary.runner["preprocessing"])))

@@ -72,6 +72,8 @@ class LiveStats:
         self.meter = FpsMeter()
         self.frames = 0
         self.started = time.monotonic()
+        self._first_done: Optional[float] = None
+        self._last_done: Optional[float] = None
 
     def record(self, ms: dict[str, float], now: Optional[float] = None) -> None:
         for stage, value in ms.items():
@@ -80,13 +82,22 @@ class LiveStats:
                 window.add(value)
         self.frames += 1
         self.meter.tick(now)
+        done = time.monotonic() if now is None else now
+        if self._first_done is None:
+            self._first_done = done
+        self._last_done = done
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
     def mean_fps(self) -> float:
-        elapsed = self.elapsed()
-        return self.frames / elapsed if elapsed > 0 else 0.0
+        """Frames per second between the first and the last frame done: (frames - 1) / that span. Not frames /
+        elapsed, which overstates a short run whose first frame was waiting when the clock started (a source
+        opened while the model loaded); 0.0 with fewer than two frames, where there is no rate."""
+        if self.frames < 2 or self._first_done is None or self._last_done is None:
+            return 0.0
+        span = self._last_done - self._first_done
+        return (self.frames - 1) / span if span > 0 else 0.0
 
     def snapshot(self) -> dict[str, object]:
         """A JSON-ready view: fps, frames, and p50/p90 ms per stage."""

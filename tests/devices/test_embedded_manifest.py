@@ -103,13 +103,18 @@ def test_bench_of_a_lone_artifact_uses_its_embedded_manifest(mnist_convert, tmp_
     from edgecnn.bench.harness import BenchOptions, bench
 
     _, alone = _alone(mnist_convert, "tflite-int8", tmp_path)
-    result = bench([alone], devices=["cpu"], data="mnist",
+    _, alone_fp32 = _alone(mnist_convert, "tflite-fp32", tmp_path / "fp32")
+    result = bench([alone_fp32, alone], devices=["cpu"], data="mnist",
                    options=BenchOptions(runs=20, max_samples=200, progress=False))
-    row = result.rows[0]
+    fp32, row = result.rows
     assert row.ok, row.reason
     assert row.model == mnist_convert.manifest.model_name
     assert any("manifest read from the model file itself" in note for note in row.notes)
     assert row.accuracy is not None and row.accuracy.top1 >= 0.9
+    # The precision read from the file (the embedded manifest has no artifact entry), the name convert gave
+    # the artifact, and so the pairing with its fp32 sibling deployed alone too.
+    assert (row.precision, row.format, fp32.precision, fp32.format) == ("int8", "tflite-int8", "fp32", "tflite-fp32")
+    assert fp32.p50_vs_fp32 == 1.0 and row.p50_vs_fp32 is not None and row.p50_vs_fp32 > 0
 
 
 def test_run_cli_with_a_lone_artifact(mnist_convert, tmp_path, capsys):

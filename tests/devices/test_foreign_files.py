@@ -169,6 +169,7 @@ def test_run_classifies_text_lines_with_file_names_in_json_lines(tmp_path, capsy
 
 
 def test_run_without_size_on_a_dynamic_model_is_one_line(tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / "text.png"), np.full((48, 192, 3), 255, np.uint8))
     code = main(["run", str(TEXT_CLS), "--device", "onnx-cpu", "--source", str(tmp_path), "--no-show"])
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code == 2 and len(err) == 1 and "dynamic H/W: give --size HxW" in err[0], err

@@ -288,15 +288,48 @@ def test_the_camera_starts_while_the_model_loads_and_those_frames_are_not_counte
     assert summary.dropped == 0  # inference (~1 ms) keeps up with 30 FPS once it runs
 
 
-def test_a_bad_model_is_reported_before_a_bad_source(tmp_path, model):
-    # The source is opened first (above), but a fault of the model, the command's subject, is named first.
+def test_a_bad_source_is_named_before_the_model_is_loaded(tmp_path, model, monkeypatch):
+    # The source is opened first (above): its fault is named at once, the model never loaded; with a good
+    # source, a bad model is named.
+    from edgecnn.devices import live
     from edgecnn.errors import ModelLoadError, SourceError
 
     broken = tmp_path / "broken.tflite"
     broken.write_bytes(b"\0\0\0\0TFL3" + b"\0" * 64)
     empty = tmp_path / "no-images"
     empty.mkdir()
+    loads = []
+    real_open = live.open_classifier
+    monkeypatch.setattr(live, "open_classifier", lambda *a, **k: loads.append(a) or real_open(*a, **k))
+    for path in (broken, model):
+        with pytest.raises(SourceError, match="no images"):
+            run(path, "cpu", str(empty), RunOptions(display=Display.HIDE))
+    assert loads == []
+    frames, _ = digit_frames(1, size=64)
+    cv2.imwrite(str(empty / "digit.png"), frames[0])
     with pytest.raises(ModelLoadError):
         run(broken, "cpu", str(empty), RunOptions(display=Display.HIDE))
-    with pytest.raises(SourceError):
-        run(model, "cpu", str(empty), RunOptions(display=Display.HIDE))
+
+
+def test_short_runs_report_the_source_rate_and_images_get_a_line_each(tmp_path, digit_video, model):
+    # A file played like a camera at 25 FPS: three frames are two intervals of 40 ms, so 25 FPS, not three
+    # frames over the time since the clock started (the first frame was already waiting: ~35 FPS).
+    summary = run(model, "cpu", str(digit_video[0]), RunOptions(realtime=True, max_frames=3, display=Display.HIDE,
+                                                               print_every=0))
+    assert summary.frames == 3 and 22.0 <= summary.fps <= 26.0, summary.fps
+    # Images: one line each, named, and no rate before a second frame. One image has no FPS, and its read,
+    # made while the model loaded, is no capture time.
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    frames, _ = digit_frames(3, size=64)
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(folder / f"d{i}.png"), frame)
+    lines: list[str] = []
+    run(model, "cpu", str(folder), RunOptions(display=Display.HIDE), printer=lines.append)
+    results = [line for line in lines if line.startswith("frame ")]
+    assert [line.split(":")[0] for line in results] == ["frame 0 d0.png", "frame 1 d1.png", "frame 2 d2.png"]
+    assert "FPS" not in results[0]
+    one = run(model, "cpu", str(folder / "d0.png"), RunOptions(display=Display.HIDE, print_every=0))
+    rows = dict(summary_rows(one))
+    assert rows["FPS"] == "n/a (one frame)" and "capture ms p50 / p90" not in rows
+    assert "inference ms p50 / p90" in rows
