@@ -19,6 +19,7 @@ directory on its import path, so a checkout's ``edgecnn/`` folder there cannot s
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -27,7 +28,7 @@ import sys
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from edgecnn.devices import probecache
 from edgecnn.errors import ModelLoadError, RuntimeMissingError, first_line
@@ -215,6 +216,17 @@ def prefetch(path: Path | str) -> None:
     thread = threading.Thread(target=read_and_hash, name="edgecnn-prefetch", daemon=True)
     thread.start()
     _prefetched[key] = (thread, result)
+
+
+@contextlib.contextmanager
+def prefetched(path: Path | str) -> Iterator[None]:
+    """prefetch(path) for the duration of a block; bytes not taken by then (the run failed before loading the
+    model) are dropped, not kept for the life of the process."""
+    prefetch(path)
+    try:
+        yield
+    finally:
+        _prefetched.pop(os.path.abspath(path), None)
 
 
 def _read_hashed(path: Path) -> tuple[bytes, str]:

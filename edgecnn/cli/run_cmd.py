@@ -55,9 +55,12 @@ def run_command(model: Path, device: str, source: str, threads: Optional[int], t
     collecting, frozen = gc.isenabled(), gc.get_freeze_count()
     gc.disable()
     try:
-        return _run(model, device, source, threads, top_k, threshold, jsonl, record, force, max_frames, duration,
-                    realtime, loop, serve, show, allow_cpu_fallback, edgetpu_device, manifest, capture_size, quiet,
-                    prep)
+        from edgecnn.devices.modelcheck import prefetched  # noqa: PLC0415
+
+        with prefetched(model):  # read and hashed (from an SD card, cold: ~0.1 s) while the runtime is imported
+            return _run(model, device, source, threads, top_k, threshold, jsonl, record, force, max_frames,
+                        duration, realtime, loop, serve, show, allow_cpu_fallback, edgetpu_device, manifest,
+                        capture_size, quiet, prep)
     finally:
         if collecting:
             gc.enable()
@@ -70,9 +73,6 @@ def _run(model: Path, device: str, source: str, threads: Optional[int], top_k: i
          duration: Optional[float], realtime: bool, loop: bool, serve: Optional[str], show: Optional[bool],
          allow_cpu_fallback: bool, edgetpu_device: Optional[str], manifest: Optional[Path],
          capture_size: Optional[str], quiet: bool, prep: dict) -> int:
-    from edgecnn.devices.modelcheck import prefetch  # noqa: PLC0415
-
-    prefetch(model)  # read and hashed (from an SD card, cold: ~0.1 s) while the runtime is imported
     from edgecnn.devices.base import RunnerOptions  # noqa: PLC0415 - keep `edgecnn --help` fast
     from edgecnn.devices.live import Display, RunOptions, run  # noqa: PLC0415
     width, height = (None, None)

@@ -247,6 +247,9 @@ def test_prefetched_bytes_are_the_ones_checked_and_loaded(tmp_path, tflite_bytes
     assert checked.data == tflite_bytes and checked.sha256 == hashlib.sha256(tflite_bytes).hexdigest()
     checked = modelcheck.check_file(path, probe=False)  # no prefetch pending: read as before
     assert reads == [path] and checked.sha256 == hashlib.sha256(tflite_bytes).hexdigest()
+    with modelcheck.prefetched(path):  # a run that fails before loading the model: its bytes are not kept
+        assert str(path) in modelcheck._prefetched
+    assert str(path) not in modelcheck._prefetched
 
 
 def test_prefetch_leaves_odd_paths_to_the_checks_and_never_blocks(tmp_path, device_models):
