@@ -16,9 +16,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
@@ -34,8 +33,11 @@ class NotAClassifierError(UsageError):
     """The model is not a single-output image classifier (a detector, a segmenter): it cannot be classified with."""
 
 
-@dataclass(frozen=True)
-class Prediction:
+# Records made per frame or once per start (a prediction, a frame, a model's setup) are NamedTuples rather than
+# frozen dataclasses: on Python 3.11 a dataclass costs ~0.6 ms to create at import, on the start path of
+# `edgecnn run` (benchmarks/results/startup.md), and a frozen one is slower to build per frame. Options and
+# the manifest stay frozen dataclasses.
+class Prediction(NamedTuple):
     """One class of a result: index into the labels, label, score (probability, 0..1)."""
 
     index: int
@@ -43,8 +45,7 @@ class Prediction:
     score: float
 
 
-@dataclass(frozen=True)
-class StageTimes:
+class StageTimes(NamedTuple):
     """Milliseconds spent per stage on one frame (perf_counter)."""
 
     preprocess_ms: float
@@ -56,8 +57,7 @@ class StageTimes:
         return self.preprocess_ms + self.inference_ms + self.postprocess_ms
 
 
-@dataclass(frozen=True)
-class ClassifyResult:
+class ClassifyResult(NamedTuple):
     """The top-k predictions of one frame, best first, and the stage times."""
 
     top: tuple[Prediction, ...]  # best first

@@ -16,7 +16,7 @@ import collections
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
@@ -37,8 +37,7 @@ class GrabberOptions:
     max_reopens: Optional[int] = None  # None: keep trying (a camera may be plugged back in)
 
 
-@dataclass(frozen=True)
-class Frame:
+class Frame(NamedTuple):
     """One captured frame and when it was captured."""
 
     image: np.ndarray  # BGR uint8 (H, W, 3)

@@ -11,9 +11,8 @@ import functools
 import importlib
 import importlib.util
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -27,8 +26,7 @@ INSTALL_HINT = "pip install ai-edge-litert (or: pip install 'edgecnn[device]')"
 TFLITE_RUNTIME_LAST_NUMPY1 = (2, 14)
 
 
-@dataclass(frozen=True)
-class LiteRTRuntime:
+class LiteRTRuntime(NamedTuple):
     """One importable LiteRT implementation."""
 
     name: str  # one of RUNTIME_ORDER

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 from edgecnn.devices.base import RunnerOptions
 from edgecnn.devices.grabber import Frame, GrabberOptions, LatestFrameGrabber
@@ -80,8 +80,7 @@ class RunOptions:
             raise UsageError(f"--duration {self.duration} is not positive", "give seconds > 0")
 
 
-@dataclass(frozen=True)
-class RunSummary:
+class RunSummary(NamedTuple):
     """What a run did: frames, seconds, FPS, capture counts, why it ended, p50/p90 ms per stage."""
 
     frames: int
@@ -95,7 +94,7 @@ class RunSummary:
     ended_by: EndReason
     ms: dict[str, dict[str, Optional[float]]]  # stage -> {"p50", "p90"}
     source: str
-    runner: dict[str, Any] = field(default_factory=dict)
+    runner: dict[str, Any]  # the runner's describe(): target, runtime, threads, preprocessing
     jsonl: Optional[str] = None
     record: Optional[str] = None
     url: Optional[str] = None

@@ -7,9 +7,8 @@ through devices/onnxgraph.py (protobuf against a minimal schema); no TensorFlow,
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
@@ -26,8 +25,7 @@ _ONNX_LOGITS = {"Gemm", "MatMul", "Add", "Conv", "ReduceMean", "GlobalAveragePoo
 _ONNX_TYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 10: "float16", 11: "float64"}
 
 
-@dataclass(frozen=True)
-class ModelIO:
+class ModelIO(NamedTuple):
     """A loaded model's interface as its file states it."""
 
     name: str
@@ -180,8 +178,7 @@ def _onnx_precision(graph: Any) -> str:
 
 
 # -- preprocessing, labels and output kind of a loaded model ---------------------------------------------
-@dataclass(frozen=True)
-class ModelSetup:
+class ModelSetup(NamedTuple):
     """How a loaded model is fed and read: from its manifest, or from the file + the options given + guesses."""
 
     prep: Preprocessing

@@ -25,10 +25,9 @@ import json
 import os
 import stat
 import sys
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, NamedTuple, Optional
 
 from edgecnn.devices import probecache
 from edgecnn.errors import ModelLoadError, RuntimeMissingError, first_line
@@ -65,8 +64,7 @@ _CHILD_BOOTSTRAP = ("import sys; del sys.path[0]; import runpy; "
                     "runpy.run_module('edgecnn.devices.modelcheck', run_name='__main__', alter_sys=True)")
 
 
-@dataclass(frozen=True)
-class CheckedModel:
+class CheckedModel(NamedTuple):
     """A model file that passed the checks, with the bytes that were checked (load these, not the path)."""
 
     path: Path

@@ -10,9 +10,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from edgecnn.devices.base import Runner, RunnerOptions
 from edgecnn.devices.modelcheck import ModelFormat, check_file
@@ -20,8 +19,7 @@ from edgecnn.errors import InputPathError, UsageError
 from edgecnn.registry import lookup
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     """One device target: the model format it runs and the runner that opens it."""
 
     name: str

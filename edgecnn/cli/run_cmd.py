@@ -6,6 +6,8 @@ this path imports TensorFlow or edgecnn.converters (a test runs it with TensorFl
 from __future__ import annotations
 
 import gc
+import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -54,6 +56,11 @@ def run_command(model: Path, device: str, source: str, threads: Optional[int], t
     # as long as the process: collections in between find nothing to free. _collect_from_now turns them back on.
     collecting, frozen = gc.isenabled(), gc.get_freeze_count()
     gc.disable()
+    if _whole_process() and "numpy" not in sys.modules:
+        # numpy's OpenBLAS starts worker threads as numpy loads, and they spin on the cores that the model read
+        # and the capture thread need while the run starts. Nothing on the device side calls a BLAS routine
+        # (no matrix products), so one thread is all it needs; a value the user set is kept.
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
         from edgecnn.devices.modelcheck import prefetched  # noqa: PLC0415
 

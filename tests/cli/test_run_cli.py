@@ -245,3 +245,32 @@ def test_run_in_process_leaves_the_collector_as_it_found_it(int8, video, monkeyp
         assert gc.isenabled() and gc.get_freeze_count() > 1000  # the console command's: it exits now
     finally:
         gc.unfreeze()
+
+
+@pytest.mark.parametrize("given", [None, "3"])
+def test_console_run_keeps_openblas_to_one_thread_unless_the_user_chose(int8, video, given):
+    # numpy's OpenBLAS starts a spinning worker per core as numpy loads; the console `edgecnn run` (numpy not
+    # loaded yet) asks for one thread, which is all the device side needs, and keeps a value the user set.
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, sys\nfrom edgecnn.cli import main\n"
+            f"code = main(['run', {str(int8)!r}, '--source', {str(video)!r}, '--max-frames', '2', '--no-show', '-q'],"
+            " process=True)\n"
+            "import numpy\n"
+            "print('OPENBLAS', os.environ.get('OPENBLAS_NUM_THREADS'), numpy.__name__)\nsys.exit(code)\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if given is not None:
+        env["OPENBLAS_NUM_THREADS"] = given
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-800:]
+    assert f"OPENBLAS {given or '1'} numpy" in done.stdout
+
+
+def test_in_process_run_leaves_the_environment_alone(int8, video, monkeypatch):
+    import os
+
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    assert main(["run", str(int8), "--source", str(video), "--max-frames", "2", "--no-show", "-q"]) == 0
+    assert "OPENBLAS_NUM_THREADS" not in os.environ
