@@ -11,10 +11,11 @@ them with the schema TensorFlow generates, so a drift fails there rather than he
 """
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -41,6 +42,12 @@ class ModelInfo:
     io_types: list[int] = field(default_factory=list)  # of subgraph 0's inputs then outputs
 
 
+@functools.lru_cache(maxsize=None)
+def _packer(fmt: str) -> struct.Struct:
+    """The compiled struct of one scalar format (a handful exist; a model has thousands of scalars)."""
+    return struct.Struct(fmt)
+
+
 class _Reader:
     def __init__(self, data: bytes) -> None:
         self.data = data
@@ -51,9 +58,10 @@ class _Reader:
             raise FlatbufferError(f"{what} at byte {pos} lies outside the {self.size}-byte file")
 
     def scalar(self, fmt: str, pos: int, what: str) -> int:
-        width = struct.calcsize(fmt)
-        self._check(pos, width, what)
-        return struct.unpack_from(fmt, self.data, pos)[0]
+        packed = _packer(fmt)
+        if pos < 0 or pos + packed.size > self.size:
+            self._check(pos, packed.size, what)
+        return packed.unpack_from(self.data, pos)[0]
 
     def table(self, pos: int, what: str) -> "_Table":
         vtable = pos - self.scalar("<i", pos, what)
@@ -89,7 +97,7 @@ class _Table:
         return self.pos + offset if offset else 0
 
     def scalar(self, slot: int, fmt: str, default: int = 0) -> int:
-        pos = self._field(slot, struct.calcsize(fmt))
+        pos = self._field(slot, _packer(fmt).size)
         return self.r.scalar(fmt, pos, self.what) if pos else default
 
     def vector(self, slot: int, elem: int) -> tuple[int, int]:
@@ -98,8 +106,8 @@ class _Table:
 
     def ints(self, slot: int, fmt: str = "<i") -> list[int]:
         start, length = self.vector(slot, struct.calcsize(fmt))
-        width = struct.calcsize(fmt)
-        return [struct.unpack_from(fmt, self.r.data, start + i * width)[0] for i in range(length)]
+        # One unpack for the whole vector (its bounds were checked): a per-channel scale vector has thousands.
+        return list(struct.unpack_from(f"{fmt[0]}{length}{fmt[1:]}", self.r.data, start)) if length else []
 
     def string(self, slot: int) -> str:
         start, length = self.vector(slot, 1)
@@ -274,8 +282,7 @@ def operator_name(code: int) -> str:
     return BUILTIN_OPERATORS[code] if 0 <= code < len(BUILTIN_OPERATORS) else f"BUILTIN_{code}"
 
 
-@dataclass(frozen=True)
-class Tensor:
+class Tensor(NamedTuple):
     """One tensor of subgraph 0. ``shape_signature`` has -1 where a size is known only at run time."""
 
     index: int
@@ -292,8 +299,7 @@ class Tensor:
         return -1 in self.shape_signature
 
 
-@dataclass(frozen=True)
-class Operator:
+class Operator(NamedTuple):
     """One operator of subgraph 0, in execution order; -1 in ``inputs`` is an omitted optional input."""
 
     index: int
@@ -302,14 +308,13 @@ class Operator:
     version: int
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
-    options: Mapping[str, int] = field(default_factory=dict)  # the OPTION_FIELDS of this op, when present
+    options: Mapping[str, int]     # the OPTION_FIELDS of this op, when present ({} when none)
 
     def option(self, name: str) -> Optional[int]:
         return self.options.get(name)
 
 
-@dataclass(frozen=True)
-class Graph:
+class Graph(NamedTuple):
     """Subgraph 0 of a .tflite model, read by ``read_graph``."""
 
     operators: tuple[Operator, ...]
@@ -317,7 +322,11 @@ class Graph:
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
     subgraphs: int
-    buffers: tuple[bytes, ...] = field(repr=False, default=())
+    buffers: tuple[bytes, ...] = ()
+
+    def __repr__(self) -> str:  # not the buffers: megabytes of weights
+        return (f"Graph({len(self.operators)} operators, {len(self.tensors)} tensors, inputs={self.inputs}, "
+                f"outputs={self.outputs}, subgraphs={self.subgraphs})")
 
     def tensor(self, index: int) -> Optional[Tensor]:
         return self.tensors[index] if 0 <= index < len(self.tensors) else None
@@ -381,7 +390,7 @@ def _read_tensor(index: int, tensor: _Table) -> Tensor:
     kind = _tensor_type(tensor)
     return Tensor(index=index, name=tensor.string(3), dtype=TENSOR_TYPES.get(kind, f"type {kind}"), shape=shape,
                   shape_signature=tuple(tensor.ints(7)) or shape, buffer=tensor.scalar(2, "<I"),
-                  scale=tuple(float(s) for s in scale), zero_point=tuple(int(z) for z in zero_point))
+                  scale=tuple(scale), zero_point=tuple(zero_point))
 
 
 def _read_operator(index: int, op: _Table, codes: Sequence[tuple[str, str, int]]) -> Operator:
